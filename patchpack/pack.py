@@ -3,30 +3,34 @@
 The packer sees only ``(handle, length)`` pairs, so it can decide where an example
 goes before its pixels exist. Algorithms (``PackConfig.algorithm``):
 
-* ``"bfd"`` (default): best-fit decreasing over a bounded buffer. Every
-  ``buffer_size`` arrivals the buffer is sorted longest first and each example goes
-  into the open sequence whose free space fits it most tightly (a new sequence
-  when none does). Sequences that are not full are *carried* open into the next
-  round, where later small examples fill their gaps. A sequence is emitted as
-  soon as it is full, reaches ``max_per_seq`` examples, or its free space is
-  smaller than every length seen so far; and at the latest when its oldest example
-  would otherwise wait more than ``max_wait`` arrivals (the age bound).
+* ``"bfd"`` (default): best-fit decreasing over a bounded buffer, one sequence
+  at a time. Examples collect in a buffer of ``buffer_size``; when it is full,
+  a sequence is *seeded* with the oldest buffered example and then filled with the
+  largest buffered example that still fits, until none fits (or ``max_per_seq``
+  is reached). A sequence is also built early whenever the oldest buffered example
+  has waited ``max_wait`` arrivals, so no example waits longer. With ``max_open > 0`` a
+  sequence left with free space is *carried* open and topped up first at later
+  rounds, until it is full or its oldest example would wait ``max_wait`` arrivals.
 * ``"first-fit"``: no sorting; each example goes into the oldest open sequence
-  that fits (NaViT's greedy packing), with the same emission and age rules.
+  that fits (NaViT's greedy packing); sequences are emitted when full or when
+  their oldest example reaches ``max_wait``.
 * ``"next-fit"``: one open sequence; emitted when the next example does not fit.
 
-:func:`pack_offline` is the offline best-fit-decreasing reference over a whole
-list. Examples longer than ``seq_len`` follow ``PackConfig.oversize``: ``"skip"``
-(default: reported in ``Packer.rejected``, never packed), ``"truncate"`` (packed
-with only ``seq_len`` tokens, the rest counted as dropped) or ``"raise"``.
-The packer is deterministic: the same stream of lengths gives the same sequences.
+:func:`pack_offline` is offline best-fit decreasing over a whole list, the
+reference for padding. Examples longer than ``seq_len`` follow
+``PackConfig.oversize``: ``"skip"`` (default: reported in ``Packer.rejected``,
+never packed), ``"truncate"`` (packed with only ``seq_len`` tokens, the rest
+counted in ``Packer.truncated_tokens``) or ``"raise"``. The packer is
+deterministic: the same stream of lengths gives the same sequences. Memory is
+bounded: at most ``buffer_size`` examples plus the carried sequences are held.
 """
 
 from __future__ import annotations
 
-from bisect import bisect_left, insort
+from bisect import bisect_left, bisect_right, insort
+from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Hashable, Iterable, NamedTuple, Sequence
+from typing import Any, Iterable, NamedTuple, Sequence
 
 __all__ = [
     "PackConfig",
@@ -52,20 +56,22 @@ class PackConfig:
     Attributes:
         seq_len: ``L``, tokens per sequence.
         max_per_seq: ``Emax``, examples per sequence (``None``: no cap).
-        buffer_size: arrivals per best-fit round (``bfd``); bounds memory together
-            with ``max_wait``.
-        max_wait: age bound in arrivals: no example waits longer from arrival to
-            emission. Default ``4 * buffer_size``; must be ``>= 2 * buffer_size``.
+        buffer_size: examples held before a sequence is built (``bfd``); bounds both
+            memory and the wait of every example.
+        max_open: sequences carried open with free space (``bfd``; 0 = none).
+        max_wait: age bound: no example waits more arrivals than this between its
+            own arrival and its sequence's emission. Default ``2 * buffer_size``.
         algorithm: one of :data:`ALGORITHMS`.
         oversize: ``"skip"``, ``"truncate"`` or ``"raise"`` for examples longer than ``L``.
     """
 
     seq_len: int = 1024
     max_per_seq: int | None = None
-    buffer_size: int = 256
+    buffer_size: int = 1024
     max_wait: int | None = None
     algorithm: str = "bfd"
     oversize: str = "skip"
+    max_open: int = 0
 
     def __post_init__(self) -> None:
         if self.seq_len < 1:
@@ -74,8 +80,10 @@ class PackConfig:
             raise ValueError("max_per_seq must be >= 1")
         if self.buffer_size < 1:
             raise ValueError("buffer_size must be >= 1")
-        if self.max_wait is not None and self.max_wait < 2 * self.buffer_size:
-            raise ValueError("max_wait must be at least 2 * buffer_size")
+        if self.max_wait is not None and self.max_wait < self.buffer_size:
+            raise ValueError("max_wait must be at least buffer_size")
+        if self.max_open < 0:
+            raise ValueError("max_open must be >= 0")
         if self.algorithm not in ALGORITHMS:
             raise ValueError(f"unknown packing algorithm {self.algorithm!r}; expected one of {ALGORITHMS}")
         if self.oversize not in ("skip", "truncate", "raise"):
@@ -83,7 +91,7 @@ class PackConfig:
 
     @property
     def wait_bound(self) -> int:
-        return self.max_wait if self.max_wait is not None else 4 * self.buffer_size
+        return self.max_wait if self.max_wait is not None else 2 * self.buffer_size
 
 
 class PackedSequence(NamedTuple):
@@ -114,7 +122,7 @@ class _Bin:
 
 
 class _FreeIndex:
-    """Open bins bucketed by free space, for O(log L) best-fit lookups."""
+    """Open bins bucketed by free space, for O(log L) best-fit lookups (offline reference)."""
 
     __slots__ = ("keys", "buckets")
 
@@ -143,19 +151,68 @@ class _FreeIndex:
             del self.keys[i]
         return b
 
-    def remove(self, b: _Bin) -> None:
-        bucket = self.buckets[b.free]
-        bucket.remove(b)
-        if not bucket:
-            del self.buckets[b.free]
-            del self.keys[bisect_left(self.keys, b.free)]
 
-    def __iter__(self):
-        for k in self.keys:
-            yield from self.buckets[k]
+class _Buffer:
+    """Buffered examples bucketed by length: O(log L) "largest that fits" and oldest-first."""
+
+    __slots__ = ("keys", "buckets", "items", "order")
+
+    def __init__(self) -> None:
+        self.keys: list[int] = []  # sorted distinct lengths present
+        self.buckets: dict[int, deque[int]] = {}  # length -> arrivals, oldest first
+        self.items: dict[int, tuple[int, Any]] = {}  # arrival -> (length, handle)
+        self.order: deque[int] = deque()  # arrivals, oldest first (lazily pruned)
 
     def __len__(self) -> int:
-        return sum(len(v) for v in self.buckets.values())
+        return len(self.items)
+
+    def add(self, arrival: int, length: int, handle: Any) -> None:
+        self.items[arrival] = (length, handle)
+        self.order.append(arrival)
+        bucket = self.buckets.get(length)
+        if bucket is None:
+            self.buckets[length] = deque((arrival,))
+            insort(self.keys, length)
+        else:
+            bucket.append(arrival)
+
+    def _pop_bucket(self, length: int) -> int:
+        bucket = self.buckets[length]
+        arrival = bucket.popleft()
+        if not bucket:
+            del self.buckets[length]
+            del self.keys[bisect_left(self.keys, length)]
+        return arrival
+
+    def oldest(self) -> int:
+        """Arrival index of the oldest buffered example (the buffer must not be empty)."""
+        order, items = self.order, self.items
+        while order[0] not in items:
+            order.popleft()
+        return order[0]
+
+    def pop_oldest(self) -> tuple[int, int, Any]:
+        arrival = self.oldest()
+        self.order.popleft()
+        items = self.items
+        length, handle = items.pop(arrival)
+        # the oldest example overall is also the oldest of its length
+        self._pop_bucket(length)
+        return arrival, length, handle
+
+    def pop_fitting(self, free: int) -> tuple[int, int, Any] | None:
+        """Remove and return the longest example of at most ``free`` tokens (oldest on ties)."""
+        i = bisect_right(self.keys, free) - 1
+        if i < 0:
+            return None
+        length = self.keys[i]
+        arrival = self._pop_bucket(length)
+        return arrival, length, self.items.pop(arrival)[1]
+
+    def __iter__(self):
+        for arrival in sorted(self.items):
+            length, handle = self.items[arrival]
+            yield arrival, length, handle
 
 
 @dataclass
@@ -164,8 +221,8 @@ class Packer:
 
     >>> p = Packer(PackConfig(seq_len=8, buffer_size=4))
     >>> out = [s for n in [5, 3, 4, 4, 8, 1] for s in p.push(n, n)] + p.flush()
-    >>> sorted(s.lengths for s in out)
-    [[1], [4, 4], [5, 3], [8]]
+    >>> [s.lengths for s in out]
+    [[5, 3], [4, 4], [8], [1]]
     """
 
     config: PackConfig = field(default_factory=PackConfig)
@@ -176,22 +233,21 @@ class Packer:
 
     def __post_init__(self) -> None:
         self._arrivals = 0
-        self._pending: list[tuple[int, int, Any]] = []
-        self._open = _FreeIndex()
-        self._fifo: list[_Bin] = []  # first-fit / next-fit open bins, oldest first
-        self._min_len = self.config.seq_len
+        self._buffer = _Buffer()
+        self._open: list[_Bin] = []  # carried (bfd) or open (first/next-fit) sequences, oldest first
 
     # -- public API -----------------------------------------------------------------
     @property
     def arrivals(self) -> int:
+        """Examples pushed so far (including rejected ones)."""
         return self._arrivals
 
     @property
     def held(self) -> int:
         """Examples currently held (buffered or in open sequences)."""
-        return len(self._pending) + sum(len(b.items) for b in self._bins())
+        return len(self._buffer) + sum(len(b.items) for b in self._open)
 
-    def push(self, handle: Hashable, length: int) -> list[PackedSequence]:
+    def push(self, handle: Any, length: int) -> list[PackedSequence]:
         """Add one example of ``length`` tokens; return the sequences this completes."""
         cfg = self.config
         length = int(length)
@@ -207,91 +263,103 @@ class Packer:
                 return []
             self.truncated_tokens += length - cfg.seq_len
             length = cfg.seq_len
-        if length < self._min_len:
-            self._min_len = length
-        item = (arrival, length, handle)
-        if cfg.algorithm == "bfd":
-            self._pending.append(item)
-            if len(self._pending) >= cfg.buffer_size:
-                return self._round(final=False)
-            return []
-        return self._push_fifo(item)
+        if cfg.algorithm != "bfd":
+            return self._push_fifo((arrival, length, handle))
+        buf = self._buffer
+        buf.add(arrival, length, handle)
+        if len(buf) >= cfg.buffer_size or buf.oldest() <= arrival - cfg.wait_bound:
+            return self._build()
+        return []
 
     def flush(self) -> list[PackedSequence]:
         """Emit everything held (end of stream)."""
+        out: list[PackedSequence] = []
         if self.config.algorithm == "bfd":
-            return self._round(final=True)
-        out = [self._emit(b) for b in self._fifo]
-        self._fifo = []
+            for b in self._open:
+                self._fill(b)
+            out += [self._emit(b) for b in self._open]
+            self._open = []
+            while len(self._buffer):
+                out.append(self._seed_and_fill()[0])
+        else:
+            out += [self._emit(b) for b in self._open]
+            self._open = []
         return out
 
     def state_dict(self) -> dict:
         """Everything needed to continue exactly (handles are stored as given)."""
         return {
             "arrivals": self._arrivals,
-            "min_len": self._min_len,
-            "pending": list(self._pending),
-            "bins": [(b.free, b.oldest, list(b.items)) for b in self._bins()],
+            "buffer": list(self._buffer),
+            "open": [(b.free, b.oldest, list(b.items)) for b in self._open],
             "rejected": list(self.rejected),
             "truncated_tokens": self.truncated_tokens,
         }
 
     def load_state_dict(self, state: dict) -> None:
         self.__post_init__()
-        self._arrivals = state["arrivals"]
-        self._min_len = state["min_len"]
-        self._pending = [tuple(x) for x in state["pending"]]
-        self.rejected = list(state["rejected"])
-        self.truncated_tokens = state["truncated_tokens"]
-        for free, oldest, items in state["bins"]:
-            b = _Bin(free, oldest)
+        self._arrivals = int(state["arrivals"])
+        for arrival, length, handle in state["buffer"]:
+            self._buffer.add(int(arrival), int(length), handle)
+        for free, oldest, items in state["open"]:
+            b = _Bin(int(free), int(oldest))
             b.items = [tuple(x) for x in items]
-            if self.config.algorithm == "bfd":
-                self._open.add(b)
-            else:
-                self._fifo.append(b)
+            self._open.append(b)
+        self.rejected = list(state["rejected"])
+        self.truncated_tokens = int(state["truncated_tokens"])
 
     # -- internals ------------------------------------------------------------------
-    def _bins(self) -> list[_Bin]:
-        return list(self._open) if self.config.algorithm == "bfd" else list(self._fifo)
-
     def _emit(self, b: _Bin) -> PackedSequence:
         arrivals, lengths, handles = zip(*b.items)
         return PackedSequence(list(handles), list(lengths), list(arrivals), self._arrivals)
 
-    def _done(self, b: _Bin) -> bool:
+    def _full(self, b: _Bin) -> bool:
         cap = self.config.max_per_seq
-        return b.free < self._min_len or (cap is not None and len(b.items) >= cap)
+        return b.free == 0 or (cap is not None and len(b.items) >= cap)
 
-    def _round(self, final: bool) -> list[PackedSequence]:
+    def _fill(self, b: _Bin) -> None:
+        """Top ``b`` up with the longest buffered examples that fit."""
+        cap = self.config.max_per_seq
+        pop_fitting, items = self._buffer.pop_fitting, b.items
+        while b.free and (cap is None or len(items) < cap):
+            item = pop_fitting(b.free)
+            if item is None:
+                break
+            items.append(item)
+            b.free -= item[1]
+
+    def _seed_and_fill(self) -> tuple[PackedSequence | None, _Bin]:
+        arrival, length, handle = self._buffer.pop_oldest()
+        b = _Bin(self.config.seq_len - length, arrival)
+        b.items.append((arrival, length, handle))
+        self._fill(b)
+        if self.config.max_open and not self._full(b):
+            return None, b
+        return self._emit(b), b
+
+    def _build(self) -> list[PackedSequence]:
         cfg = self.config
         out: list[PackedSequence] = []
-        pending, self._pending = self._pending, []
-        pending.sort(key=lambda it: (-it[1], it[0]))
-        index = self._open
-        for item in pending:
-            n = item[1]
-            b = index.best(n)
-            if b is None:
-                b = _Bin(cfg.seq_len, item[0])
-            elif item[0] < b.oldest:
-                b.oldest = item[0]
-            b.items.append(item)
-            b.free -= n
-            if self._done(b):
-                out.append(self._emit(b))
+        if self._open:  # top up carried sequences first, oldest first
+            deadline = self._arrivals - 1 - cfg.wait_bound
+            keep = []
+            for b in self._open:
+                self._fill(b)
+                if self._full(b) or b.oldest <= deadline:
+                    out.append(self._emit(b))
+                else:
+                    keep.append(b)
+            self._open = keep
+        buf = self._buffer
+        deadline = self._arrivals - 1 - cfg.wait_bound
+        while len(buf) and (len(buf) >= cfg.buffer_size or buf.oldest() <= deadline):
+            seq, b = self._seed_and_fill()
+            if seq is not None:
+                out.append(seq)
             else:
-                index.add(b)
-        if final:
-            out.extend(self._emit(b) for b in index)
-            self._open = _FreeIndex()
-            return out
-        # age bound: emit what would exceed max_wait before the next round completes
-        deadline = self._arrivals + cfg.buffer_size - cfg.wait_bound
-        stale = [b for b in index if b.oldest <= deadline or self._done(b)]
-        for b in sorted(stale, key=lambda b: b.oldest):
-            index.remove(b)
-            out.append(self._emit(b))
+                self._open.append(b)
+                if len(self._open) > cfg.max_open:
+                    out.append(self._emit(self._open.pop(0)))
         return out
 
     def _push_fifo(self, item: tuple[int, int, Any]) -> list[PackedSequence]:
@@ -300,28 +368,32 @@ class Packer:
         out: list[PackedSequence] = []
         target = None
         if cfg.algorithm == "next-fit":
-            if self._fifo and self._fifo[0].free < n:
-                out.append(self._emit(self._fifo.pop()))
-            if self._fifo:
-                target = self._fifo[0]
+            if self._open and self._open[0].free < n:
+                out.append(self._emit(self._open.pop()))
+            if self._open:
+                target = self._open[0]
         else:
-            for b in self._fifo:
+            for b in self._open:
                 if b.free >= n:
                     target = b
                     break
         if target is None:
             target = _Bin(cfg.seq_len, item[0])
-            self._fifo.append(target)
+            self._open.append(target)
         target.items.append(item)
         target.free -= n
+        if cfg.algorithm == "next-fit":
+            if self._full(target):
+                out.append(self._emit(self._open.pop()))
+            return out
         keep = []
         deadline = self._arrivals - cfg.wait_bound
-        for b in self._fifo:
-            if self._done(b) or b.oldest <= deadline:
+        for b in self._open:
+            if self._full(b) or b.oldest <= deadline:
                 out.append(self._emit(b))
             else:
                 keep.append(b)
-        self._fifo = keep
+        self._open = keep
         return out
 
 
@@ -330,10 +402,11 @@ def pack_lengths(
     seq_len: int,
     *,
     max_per_seq: int | None = None,
-    buffer_size: int = 256,
+    buffer_size: int = 1024,
     max_wait: int | None = None,
     algorithm: str = "bfd",
     oversize: str = "skip",
+    max_open: int = 0,
 ) -> list[list[int]]:
     """Pack token counts into sequences of at most ``seq_len`` tokens.
 
@@ -342,9 +415,9 @@ def pack_lengths(
     to get them reported).
 
     >>> pack_lengths([5, 3, 4, 4, 8, 1], seq_len=8, buffer_size=4)
-    [[2, 3], [0, 1], [4], [5]]
+    [[0, 1], [2, 3], [4], [5]]
     """
-    packer = Packer(PackConfig(seq_len, max_per_seq, buffer_size, max_wait, algorithm, oversize))
+    packer = Packer(PackConfig(seq_len, max_per_seq, buffer_size, max_wait, algorithm, oversize, max_open))
     out: list[list[int]] = []
     for i, n in enumerate(lengths):
         for s in packer.push(i, n):
