@@ -7,7 +7,8 @@ goes before its pixels exist. Algorithms (``PackConfig.algorithm``):
   at a time. Examples collect in a buffer of ``buffer_size``; when it is full,
   a sequence is *seeded* with the oldest buffered example and then filled with the
   largest buffered example that still fits, until none fits (or ``max_per_seq``
-  is reached). A sequence is also built early whenever the oldest buffered example
+  is reached); if a gap remains, the shortest filler is swapped for the pair of
+  buffered examples that closes it best. A sequence is also built early whenever the oldest buffered example
   has waited ``max_wait`` arrivals, so no example waits longer. With ``max_open > 0`` a
   sequence left with free space is *carried* open and topped up first at later
   rounds, until it is full or its oldest example would wait ``max_wait`` arrivals.
@@ -152,6 +153,10 @@ class _FreeIndex:
         return b
 
 
+#: steps of the pair search per sequence (bounds the cost of the pair step)
+PAIR_SEARCH = 128
+
+
 class _Buffer:
     """Buffered examples bucketed by length: O(log L) "largest that fits" and oldest-first."""
 
@@ -208,6 +213,41 @@ class _Buffer:
         length = self.keys[i]
         arrival = self._pop_bucket(length)
         return arrival, length, self.items.pop(arrival)[1]
+
+    def restore(self, arrival: int, length: int, handle: Any) -> None:
+        """Put back an example taken earlier, in its arrival order."""
+        self.items[arrival] = (length, handle)
+        insort(self.order, arrival)
+        bucket = self.buckets.get(length)
+        if bucket is None:
+            self.buckets[length] = deque((arrival,))
+            insort(self.keys, length)
+        else:
+            insort(bucket, arrival)
+
+    def best_pair(self, low: int, high: int, budget: int = PAIR_SEARCH) -> tuple[int, int] | None:
+        """Lengths ``(a, b)`` of two buffered examples with ``low < a + b <= high``, ``a + b`` largest.
+
+        A two-pointer walk over the distinct lengths, stopped early at an exact fill
+        or after ``budget`` steps.
+        """
+        keys, buckets = self.keys, self.buckets
+        lo, hi = 0, bisect_right(keys, high) - 1
+        best, pair = low, None
+        while lo <= hi and budget > 0:
+            budget -= 1
+            total = keys[lo] + keys[hi]
+            if total > high:
+                hi -= 1
+                continue
+            if lo == hi and len(buckets[keys[lo]]) < 2:
+                break
+            if total > best:
+                best, pair = total, (keys[lo], keys[hi])
+                if total == high:
+                    break
+            lo += 1
+        return pair
 
     def __iter__(self):
         for arrival in sorted(self.items):
@@ -267,7 +307,9 @@ class Packer:
             return self._push_fifo((arrival, length, handle))
         buf = self._buffer
         buf.add(arrival, length, handle)
-        if len(buf) >= cfg.buffer_size or buf.oldest() <= arrival - cfg.wait_bound:
+        # order[0] is never younger than the oldest live example: test it before pruning
+        deadline = arrival - cfg.wait_bound
+        if len(buf.items) >= cfg.buffer_size or (buf.order[0] <= deadline and buf.oldest() <= deadline):
             return self._build()
         return []
 
@@ -280,7 +322,7 @@ class Packer:
             out += [self._emit(b) for b in self._open]
             self._open = []
             while len(self._buffer):
-                out.append(self._seed_and_fill()[0])
+                out.append(self._emit(self._seed_and_fill()))
         else:
             out += [self._emit(b) for b in self._open]
             self._open = []
@@ -318,24 +360,38 @@ class Packer:
         return b.free == 0 or (cap is not None and len(b.items) >= cap)
 
     def _fill(self, b: _Bin) -> None:
-        """Top ``b`` up with the longest buffered examples that fit."""
+        """Top ``b`` up with the longest buffered examples that fit, then try one pair swap.
+
+        Greedy longest-first can strand a gap that two smaller examples would close:
+        if free space is left, the last (shortest) filler ``x`` is swapped for the
+        two buffered examples whose total is largest in ``(x, x + free]``.
+        """
         cap = self.config.max_per_seq
-        pop_fitting, items = self._buffer.pop_fitting, b.items
+        buf = self._buffer
+        pop_fitting, items = buf.pop_fitting, b.items
         while b.free and (cap is None or len(items) < cap):
             item = pop_fitting(b.free)
             if item is None:
                 break
             items.append(item)
             b.free -= item[1]
+        if b.free and len(items) >= 2 and (cap is None or len(items) < cap) and buf.keys:
+            x = items[-1][1]
+            pair = buf.best_pair(x, x + b.free)
+            if pair is not None:
+                old = items.pop()
+                for n in pair:
+                    items.append(pop_fitting(n))
+                buf.restore(*old)
+                b.free -= pair[0] + pair[1] - x
 
-    def _seed_and_fill(self) -> tuple[PackedSequence | None, _Bin]:
+    def _seed_and_fill(self) -> _Bin:
+        """A new sequence seeded with the oldest buffered example, filled longest-first."""
         arrival, length, handle = self._buffer.pop_oldest()
         b = _Bin(self.config.seq_len - length, arrival)
         b.items.append((arrival, length, handle))
         self._fill(b)
-        if self.config.max_open and not self._full(b):
-            return None, b
-        return self._emit(b), b
+        return b
 
     def _build(self) -> list[PackedSequence]:
         cfg = self.config
@@ -352,14 +408,15 @@ class Packer:
             self._open = keep
         buf = self._buffer
         deadline = self._arrivals - 1 - cfg.wait_bound
-        while len(buf) and (len(buf) >= cfg.buffer_size or buf.oldest() <= deadline):
-            seq, b = self._seed_and_fill()
-            if seq is not None:
-                out.append(seq)
-            else:
-                self._open.append(b)
-                if len(self._open) > cfg.max_open:
-                    out.append(self._emit(self._open.pop(0)))
+        items = buf.items
+        while items and (len(items) >= cfg.buffer_size or buf.oldest() <= deadline):
+            b = self._seed_and_fill()
+            if not cfg.max_open or self._full(b):
+                out.append(self._emit(b))
+                continue
+            self._open.append(b)
+            if len(self._open) > cfg.max_open:
+                out.append(self._emit(self._open.pop(0)))
         return out
 
     def _push_fifo(self, item: tuple[int, int, Any]) -> list[PackedSequence]:
