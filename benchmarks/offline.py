@@ -24,16 +24,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from patchpack.arrowshard import iter_shard_examples, list_shards
-from patchpack.batch import collate
-from patchpack.drop import DropConfig, drop_rate, drop_tokens, keep_count
+from patchpack.drop import DropConfig
 from patchpack.fit import FitConfig
-from patchpack.loader import LoaderConfig, example_rng, make_loader
+from patchpack.loader import LoaderConfig, make_loader
 from patchpack.offline import PreprocessConfig, preprocess
-from patchpack.pack import PackConfig, Packer
-from patchpack.source import expand_sources
+from patchpack.pack import PackConfig
 from patchpack.synth import SynthConfig, make_dataset
-from patchpack.tokenize import Tokens
 
 
 def _best(fn, repeat: int) -> tuple[float, object]:
@@ -47,31 +43,6 @@ def _best(fn, repeat: int) -> tuple[float, object]:
 
 def _count_loader(source, cfg: LoaderConfig) -> int:
     return sum(b.num_examples for b in make_loader(source, cfg))
-
-
-def _count_by_hand(folder: Path, cfg: LoaderConfig) -> int:
-    """The loader's stages over patchpack shards, for a loader without the patchpack source."""
-    packer, n, rows = Packer(cfg.pack), 0, []
-    held: dict[int, Tokens] = {}
-
-    def take(seqs):
-        nonlocal n
-        for s in seqs:
-            toks = [held.pop(h) for h in s.handles]
-            rows.append(toks)
-            if len(rows) == cfg.batch_size:
-                n += collate(rows, cfg.pack.seq_len, cfg.slots, cfg.token_dim).num_examples
-                rows.clear()
-
-    for i, t in enumerate(t for p in list_shards(folder) for t in iter_shard_examples(p)):
-        k = keep_count(len(t), drop_rate(cfg.drop, len(t), example_rng(cfg.seed, 0, t.key, 0)))
-        idx = drop_tokens(len(t), k, example_rng(cfg.seed, 0, t.key, 1))
-        held[i] = Tokens(t.key, t.patches[idx], t.positions[idx], t.grid, t.label, t.meta)
-        take(packer.push(i, k))
-    take(packer.flush())
-    if rows:
-        n += collate(rows, cfg.pack.seq_len, cfg.slots, cfg.token_dim).num_examples
-    return n
 
 
 def main() -> None:
@@ -112,14 +83,9 @@ def main() -> None:
         print(f"shards      {src_mb:.1f} MiB JPEG/PNG tar -> {mb:.1f} MiB patchpack (uncompressed uint8 tokens)")
 
         folder = work / "pp-2"
-        native = any(s.endswith(".arrow") for s in expand_sources(str(folder)))
         jpeg_s, n_jpeg = _best(lambda: _count_loader(urls, lcfg), args.repeat)
-        if native:
-            pp_s, n_pp = _best(lambda: _count_loader(str(folder), lcfg), args.repeat)
-            how = "make_loader(folder)"
-        else:
-            pp_s, n_pp = _best(lambda: _count_by_hand(folder, lcfg), args.repeat)
-            how = "same stages by hand (loader has no patchpack source yet)"
+        pp_s, n_pp = _best(lambda: _count_loader(str(folder), lcfg), args.repeat)
+        how = "make_loader(folder)"
         r_jpeg, r_pp = n_jpeg / jpeg_s, n_pp / pp_s
         print(f"loader      JPEG/PNG shards   : {r_jpeg:8.1f} images/s  ({n_jpeg} examples, {jpeg_s:.2f} s)")
         print(f"loader      patchpack shards  : {r_pp:8.1f} images/s  ({n_pp} examples, {pp_s:.2f} s) [{how}]")

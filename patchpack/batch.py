@@ -18,7 +18,7 @@ Pixels stay uint8 until the device; normalise there (the model does).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np

@@ -202,28 +202,35 @@ def _arrow():
     return arrowshard
 
 
-def _key_hash(key: str) -> int:
-    return int.from_bytes(hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little")
-
-
 def example_rng(seed: int, epoch: int, key: str, stream: int = 0) -> np.random.Generator:
-    """The generator of one example in one epoch (``stream`` 0: fit and drop rate, 1: dropped tokens)."""
-    h = _key_hash(key)
-    return np.random.default_rng([seed & 0xFFFFFFFF, seed >> 32 & 0xFFFFFFFF, epoch, h & 0xFFFFFFFF, h >> 32, stream])
+    """The generator of one example in one epoch (``stream`` 0: fit and drop rate, 1: dropped tokens).
+
+    Seeded with a 128-bit blake2b digest of ``(seed, epoch, stream, key)``: independent of
+    worker count and arrival order, and cheaper than hashing a list through ``SeedSequence``.
+    """
+    digest = hashlib.blake2b(f"{seed}:{epoch}:{stream}:".encode() + key.encode("utf-8", "surrogatepass"),
+                             digest_size=16).digest()
+    return np.random.default_rng(int.from_bytes(digest, "little"))
 
 
 class _Item:
     """A packer handle: the compressed bytes of one example plus what the probe decided."""
 
-    __slots__ = ("key", "shard", "index", "epoch", "member", "kind", "data", "probe", "keep", "label")
+    __slots__ = ("key", "shard", "index", "epoch", "member", "kind", "data", "probe", "keep", "label", "_ref")
 
     def __init__(self, key, shard, index, epoch, member, kind, data, probe, keep, label):
         self.key, self.shard, self.index, self.epoch = key, shard, index, epoch
         self.member, self.kind, self.data, self.probe = member, kind, data, probe
         self.keep, self.label = keep, label
+        self._ref: dict | None = None
 
     def ref(self) -> dict:
-        """JSON-ready reference (no bytes)."""
+        """JSON-ready reference (no bytes); built once, since every batch's state repeats it."""
+        if self._ref is None:
+            self._ref = self._make_ref()
+        return self._ref
+
+    def _make_ref(self) -> dict:
         p = self.probe
         return {
             "key": self.key, "shard": self.shard, "index": self.index, "epoch": self.epoch,

@@ -176,9 +176,9 @@ def _folder_groups(path: str) -> list[tuple[str, list[str]]]:
             if f.startswith("."):
                 continue
             rel = os.path.relpath(os.path.join(root, f), path).replace(os.sep, "/")
-            key, ext = base_plus_ext(rel)
+            key, _ = base_plus_ext(rel)
             if key is None:
-                key, ext = rel, ""
+                key = rel
             groups.setdefault(key, []).append(rel)
     return sorted(groups.items())
 

@@ -9,7 +9,6 @@ whole object round-trips through JSON.
 from __future__ import annotations
 
 import math
-from collections import Counter
 from dataclasses import asdict, dataclass, field, fields
 
 from .errors import ErrorRecord
