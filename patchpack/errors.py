@@ -8,6 +8,7 @@ it into an :class:`ErrorRecord` (stats + optional JSONL file) under the default
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass
 from typing import IO
 
@@ -32,6 +33,8 @@ ERROR_KINDS = {
 
 ERROR_POLICIES = ("record", "raise")
 
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+
 
 @dataclass(frozen=True)
 class ErrorRecord:
@@ -51,6 +54,9 @@ class ErrorRecord:
     kind: str
     message: str
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "message", _ADDRESS.sub("", self.message))
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -62,6 +68,7 @@ class SampleError(Exception):
     """Raised by a stage for a bad sample; carries what an :class:`ErrorRecord` needs."""
 
     def __init__(self, kind: str, message: str, *, key: str = "", shard: str = "", stage: str = "decode"):
+        message = _ADDRESS.sub("", message)  # object addresses would make error files differ run to run
         super().__init__(f"[{kind}] {key or '?'}: {message}")
         self.kind, self.message, self.key, self.shard, self.stage = kind, message, key, shard, stage
 

@@ -34,6 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a summary")
     parser.add_argument("--errors", metavar="FILE", default=None, help="write error records to FILE (JSONL)")
     parser.add_argument("--report", metavar="DIR", default=None, help="write figures and tables to DIR")
+    parser.add_argument("--report-format", choices=("png", "html"), default="html",
+                        help="png: figures only; html: figures plus index.html and stats.json (default)")
     parser.add_argument("--no-progress", action="store_true", help="never show a progress bar")
     video = parser.add_argument_group("video (enables video members)")
     video.add_argument("--frames", type=int, default=None, help="frames sampled per clip")
@@ -113,7 +115,9 @@ def run(args: argparse.Namespace) -> int:
     if args.report:
         from .report import write_report
 
-        write_report(stats, args.report)
+        paths = write_report(stats, args.report, fmt=args.report_format)
+        main_page = next((p for p in paths if p.suffix == ".html"), paths[0] if paths else args.report)
+        print(f"report: {main_page}", file=sys.stderr if args.json else sys.stdout)
     if args.json:
         print(json.dumps(stats.to_dict(), sort_keys=True))
     else:

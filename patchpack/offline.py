@@ -68,7 +68,6 @@ import fcntl
 import hashlib
 import json
 import os
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -251,25 +250,16 @@ def _atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
-
-
-def _stable(rec: ErrorRecord) -> ErrorRecord:
-    """The record without object addresses in its message, so error files are reproducible."""
-    msg = _ADDRESS.sub("", rec.message)
-    return rec if msg == rec.message else dataclasses.replace(rec, message=msg)
-
-
 def _examples(url: str, cfg: PreprocessConfig, errors: list[ErrorRecord]) -> Iterator[tuple[Tokens, int]]:
     """``(tokens, sample index)`` of one shard's good samples, in order; failures go to ``errors``."""
     for rec in read_shard(url):
         if isinstance(rec, ErrorRecord):
-            errors.append(_stable(rec))
+            errors.append(rec)
             continue
         try:
             yield sample_to_tokens(rec, cfg), rec.index
         except SampleError as e:
-            errors.append(_stable(e.record(rec.key, url)))
+            errors.append(e.record(rec.key, url))
 
 
 def process_shard(task: dict) -> dict:
