@@ -16,6 +16,8 @@ import json
 import sys
 from typing import Any
 
+from .pack import PackConfig
+
 __all__ = ["add_arguments", "run", "build_config"]
 
 
@@ -25,7 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--patch-size", type=int, default=16, help="patch side p in pixels (default 16)")
     parser.add_argument("--max-patches", type=int, default=256, help="patch budget per frame (default 256)")
     parser.add_argument("--max-per-seq", type=int, default=None, help="examples per sequence cap Emax")
-    parser.add_argument("--buffer-size", type=int, default=256, help="packer buffer in examples (default 256)")
+    parser.add_argument("--buffer-size", type=int, default=PackConfig.buffer_size,
+                        help=f"packer buffer in examples (default {PackConfig.buffer_size})")
     parser.add_argument("--batch-size", type=int, default=8, help="sequences per batch (default 8)")
     parser.add_argument("--drop-rate", type=float, default=0.0, help="constant token drop rate (default 0)")
     parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (default 0)")
@@ -70,7 +73,6 @@ def build_config(args: argparse.Namespace):
     from .drop import DropConfig
     from .fit import FitConfig
     from .loader import LoaderConfig
-    from .pack import PackConfig
 
     drop = DropConfig("constant", rate=args.drop_rate) if args.drop_rate else DropConfig()
     return LoaderConfig(
