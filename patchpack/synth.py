@@ -1,0 +1,250 @@
+"""A procedural labelled dataset with natural variety in size and aspect ratio.
+
+Nothing is downloaded: every sample is drawn with numpy and encoded with Pillow
+(JPEG or PNG) or PyAV (H.264/MPEG-4 in MP4), then written as webdataset shards
+with :class:`webdataset.ShardWriter` (members ``__key__``, ``jpg``/``png``/``mp4``,
+``cls``, ``json``).
+
+Image classes (:data:`IMAGE_CLASSES`): a texture inside a random ellipse on a
+noisy background, the class being the texture: stripes in one of four
+orientations (with a few degrees of jitter), concentric rings or a checkerboard,
+each with random colours, period and phase. Video classes
+(:data:`VIDEO_CLASSES`): a disc moving across a textured background, the class
+being the direction of motion. Class ids: image classes first, then video classes.
+
+Sizes: the geometric-mean side is log-uniform in ``[min_side, max_side]`` (32..256
+px by default) and the aspect ratio log-uniform in ``[1/max_aspect, max_aspect]``.
+Everything is deterministic for a seed (each sample uses ``rng([seed, index])``).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import av
+import numpy as np
+import webdataset as wds
+from PIL import Image
+
+__all__ = ["SynthConfig", "IMAGE_CLASSES", "VIDEO_CLASSES", "make_dataset", "draw_image", "draw_video", "encode_video"]
+
+IMAGE_CLASSES = ("stripes-horizontal", "stripes-vertical", "stripes-diagonal", "stripes-antidiagonal", "rings", "checker")
+VIDEO_CLASSES = ("motion-left", "motion-right", "motion-up", "motion-down")
+_ANGLES = {"stripes-horizontal": 90.0, "stripes-vertical": 0.0, "stripes-diagonal": 45.0, "stripes-antidiagonal": 135.0}
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """Size and encoding ranges.
+
+    Attributes:
+        min_side, max_side: range of the geometric-mean image side in pixels.
+        max_aspect: aspect ratios are log-uniform in ``[1/max_aspect, max_aspect]``.
+        png_fraction: share of images stored as PNG (the rest JPEG, quality 60..95).
+        video_min_side, video_max_side: range of the video geometric-mean side.
+        video_frames: ``(min, max)`` frame count per video.
+        video_fps: frame rate written to the container.
+    """
+
+    min_side: int = 32
+    max_side: int = 256
+    max_aspect: float = 3.0
+    png_fraction: float = 0.2
+    video_min_side: int = 32
+    video_max_side: int = 128
+    video_frames: tuple[int, int] = (8, 16)
+    video_fps: int = 8
+
+
+def _size(rng: np.random.Generator, lo: int, hi: int, max_aspect: float, even: bool = False) -> tuple[int, int]:
+    side = math.exp(rng.uniform(math.log(lo), math.log(hi)))
+    aspect = math.exp(rng.uniform(-math.log(max_aspect), math.log(max_aspect)))  # w / h
+    h = max(8, int(round(side / math.sqrt(aspect))))
+    w = max(8, int(round(side * math.sqrt(aspect))))
+    if even:
+        h, w = h + h % 2, w + w % 2
+    return h, w
+
+
+def _colours(rng: np.random.Generator, n: int) -> list[np.ndarray]:
+    """``n`` random RGB colours, pairwise at least ~80 apart (so textures stay visible)."""
+    out: list[np.ndarray] = []
+    while len(out) < n:
+        c = rng.uniform(0, 255, 3)
+        if all(np.abs(c - o).sum() > 80 for o in out) or rng.random() < 0.02:
+            out.append(c)
+    return out
+
+
+def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    """float ``[h, w, 3]``: a random linear colour gradient plus pixel noise."""
+    c0, c1 = _colours(rng, 2)
+    a = rng.uniform(0, 2 * math.pi)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    t = (xx * math.cos(a) + yy * math.sin(a)) / max(h, w)
+    t = (t - t.min()) / max(1e-6, float(np.ptp(t)))
+    img = c0 + (c1 - c0) * t[..., None] * rng.uniform(0.2, 0.6)
+    return img + rng.normal(0, 8, (h, w, 3))
+
+
+def draw_image(class_name: str, height: int, width: int, rng: np.random.Generator) -> np.ndarray:
+    """uint8 ``[height, width, 3]`` image of ``class_name`` (one of :data:`IMAGE_CLASSES`)."""
+    if class_name not in IMAGE_CLASSES:
+        raise ValueError(f"unknown image class {class_name!r}")
+    h, w = height, width
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    period = max(4.0, max(h, w) / rng.uniform(12.0, 24.0))  # 12..24 periods along the long side
+    phase = rng.uniform(0, 2 * math.pi)
+    if class_name in _ANGLES:
+        a = math.radians(_ANGLES[class_name] + rng.uniform(-8, 8))
+        pattern = np.sin(2 * math.pi * (xx * math.cos(a) + yy * math.sin(a)) / period + phase) > 0
+    elif class_name == "rings":
+        cy, cx = rng.uniform(0.3, 0.7) * h, rng.uniform(0.3, 0.7) * w
+        pattern = np.sin(2 * math.pi * np.hypot(yy - cy, xx - cx) / period + phase) > 0
+    else:  # checker, slightly rotated
+        a = math.radians(rng.uniform(-10, 10))
+        u = (xx * math.cos(a) + yy * math.sin(a)) / (period * 0.75)
+        v = (-xx * math.sin(a) + yy * math.cos(a)) / (period * 0.75)
+        pattern = (np.floor(u + phase) + np.floor(v + phase)) % 2 == 1
+    fg, bg = rng.uniform(0, 110, 3), rng.uniform(145, 255, 3)  # dark on light: the texture always shows
+    texture = np.where(pattern[..., None], fg, bg)
+    # the texture fills a random ellipse covering most of the frame
+    cy, cx = rng.uniform(0.4, 0.6) * h, rng.uniform(0.4, 0.6) * w
+    ry, rx = rng.uniform(0.4, 0.7) * h, rng.uniform(0.4, 0.7) * w
+    inside = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1.0
+    img = np.where(inside[..., None], texture + rng.normal(0, 6, (h, w, 3)), _background(rng, h, w))
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def draw_video(class_name: str, frames: int, height: int, width: int, rng: np.random.Generator) -> np.ndarray:
+    """uint8 ``[frames, height, width, 3]``: a disc moving in the direction named by ``class_name``."""
+    if class_name not in VIDEO_CLASSES:
+        raise ValueError(f"unknown video class {class_name!r}")
+    h, w = height, width
+    bg = _background(rng, h, w)
+    (colour,) = _colours(rng, 1)
+    r = max(3.0, min(h, w) * rng.uniform(0.12, 0.2))
+    direction = {"motion-left": (0, -1), "motion-right": (0, 1), "motion-up": (-1, 0), "motion-down": (1, 0)}[class_name]
+    span_y, span_x = h - 2 * r, w - 2 * r
+    # travel most of the free span along the motion axis, random placement across it
+    dy, dx = direction
+    if dy:
+        ys = np.linspace(r, h - r, frames)[:: dy] if span_y > 0 else np.full(frames, h / 2)
+        xs = np.full(frames, rng.uniform(r, max(r, w - r)))
+    else:
+        xs = np.linspace(r, w - r, frames)[:: dx] if span_x > 0 else np.full(frames, w / 2)
+        ys = np.full(frames, rng.uniform(r, max(r, h - r)))
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    out = np.empty((frames, h, w, 3), np.uint8)
+    for i in range(frames):
+        disc = (yy - ys[i]) ** 2 + (xx - xs[i]) ** 2 <= r * r
+        out[i] = np.clip(np.where(disc[..., None], colour, bg), 0, 255).astype(np.uint8)
+    return out
+
+
+def _video_codec() -> str:
+    return "libx264" if "libx264" in av.codecs_available else "mpeg4"
+
+
+def encode_video(frames: np.ndarray, fps: int = 8) -> bytes:
+    """MP4 bytes (H.264 when available, else MPEG-4 Part 2) of uint8 ``[T, H, W, 3]`` with even H, W."""
+    t, h, w, _ = frames.shape
+    buf = io.BytesIO()
+    with av.open(buf, mode="w", format="mp4") as container:
+        stream = container.add_stream(_video_codec(), rate=fps)
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        stream.codec_context.thread_count = 1  # deterministic output
+        if stream.codec_context.name == "libx264":
+            stream.options = {"crf": "18", "preset": "veryfast"}
+        for f in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return buf.getvalue()
+
+
+def _encode_image(img: np.ndarray, rng: np.random.Generator, png_fraction: float) -> tuple[str, bytes]:
+    buf = io.BytesIO()
+    if rng.random() < png_fraction:
+        Image.fromarray(img).save(buf, format="PNG")
+        return "png", buf.getvalue()
+    Image.fromarray(img).save(buf, format="JPEG", quality=int(rng.integers(60, 96)))
+    return "jpg", buf.getvalue()
+
+
+def make_dataset(
+    out_dir: str | Path,
+    n_images: int = 2000,
+    n_videos: int = 0,
+    classes: int | Sequence[str] | None = None,
+    seed: int = 0,
+    shard_size: int = 500,
+    config: SynthConfig | None = None,
+) -> dict:
+    """Write ``n_images`` images and ``n_videos`` videos as webdataset shards in ``out_dir``.
+
+    Args:
+        out_dir: folder for ``shard-000000.tar`` ... (created).
+        n_images, n_videos: how many of each; classes are balanced (round robin)
+            and samples shuffled so every shard mixes classes and kinds.
+        classes: image classes to use: a count (the first ``n`` of
+            :data:`IMAGE_CLASSES`), a list of names, or ``None`` for all.
+        seed: makes the dataset reproducible.
+        shard_size: samples per shard.
+
+    Returns:
+        ``{"urls": [shard paths], "counts": {"images", "videos", "per_class"},
+        "class_names": [...], "num_classes": n}``; ids index ``class_names``.
+    """
+    cfg = config or SynthConfig()
+    if classes is None:
+        image_classes = list(IMAGE_CLASSES)
+    elif isinstance(classes, int):
+        if not 1 <= classes <= len(IMAGE_CLASSES):
+            raise ValueError(f"classes must be in 1..{len(IMAGE_CLASSES)}")
+        image_classes = list(IMAGE_CLASSES[:classes])
+    else:
+        image_classes = list(classes)
+        unknown = set(image_classes) - set(IMAGE_CLASSES)
+        if unknown:
+            raise ValueError(f"unknown image classes {sorted(unknown)}; choose from {IMAGE_CLASSES}")
+    if n_images < 0 or n_videos < 0 or shard_size < 1:
+        raise ValueError("n_images and n_videos must be >= 0 and shard_size >= 1")
+    class_names = image_classes + (list(VIDEO_CLASSES) if n_videos else [])
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+
+    items = [("image", i, image_classes[i % len(image_classes)]) for i in range(n_images)]
+    items += [("video", i, VIDEO_CLASSES[i % len(VIDEO_CLASSES)]) for i in range(n_videos)]
+    order = np.random.default_rng([seed, 2**31 - 1]).permutation(len(items))
+    per_class = {name: 0 for name in class_names}
+    pattern = str(out / "shard-%06d.tar")
+    with wds.ShardWriter(pattern, maxcount=shard_size, verbose=0) as sink:
+        for n, j in enumerate(order):
+            kind, i, name = items[j]
+            rng = np.random.default_rng([seed, 0 if kind == "image" else 1, i])
+            if kind == "image":
+                h, w = _size(rng, cfg.min_side, cfg.max_side, cfg.max_aspect)
+                ext, data = _encode_image(draw_image(name, h, w, rng), rng, cfg.png_fraction)
+                meta = {"kind": kind, "class": name, "height": h, "width": w}
+            else:
+                h, w = _size(rng, cfg.video_min_side, cfg.video_max_side, cfg.max_aspect, even=True)
+                t = int(rng.integers(cfg.video_frames[0], cfg.video_frames[1] + 1))
+                ext, data = "mp4", encode_video(draw_video(name, t, h, w, rng), cfg.video_fps)
+                meta = {"kind": kind, "class": name, "height": h, "width": w, "frames": t}
+            per_class[name] += 1
+            key = f"{'img' if kind == 'image' else 'vid'}{i:06d}"
+            sink.write({"__key__": key, ext: data, "cls": class_names.index(name), "json": json.dumps(meta)})
+    urls = sorted(str(p) for p in out.glob("shard-*.tar"))
+    return {
+        "urls": urls,
+        "counts": {"images": n_images, "videos": n_videos, "per_class": per_class},
+        "class_names": class_names,
+        "num_classes": len(class_names),
+    }

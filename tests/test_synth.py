@@ -1,0 +1,92 @@
+import io
+import json
+
+import av
+import numpy as np
+import pytest
+import webdataset as wds
+from PIL import Image
+
+from patchpack.synth import IMAGE_CLASSES, VIDEO_CLASSES, draw_image, draw_video, encode_video, make_dataset
+
+
+def _samples(urls):
+    return list(wds.WebDataset(urls, shardshuffle=False))
+
+
+def test_make_dataset_writes_labelled_shards(tmp_path):
+    info = make_dataset(tmp_path, n_images=24, n_videos=4, classes=3, seed=1, shard_size=10)
+    assert len(info["urls"]) == 3 and info["class_names"] == list(IMAGE_CLASSES[:3]) + list(VIDEO_CLASSES)
+    samples = _samples(info["urls"])
+    assert len(samples) == 28 and len({s["__key__"] for s in samples}) == 28
+    sizes, kinds = set(), set()
+    for s in samples:
+        meta = json.loads(s["json"])
+        label = int(s["cls"])
+        assert info["class_names"][label] == meta["class"]
+        if "mp4" in s:
+            kinds.add("video")
+            with av.open(io.BytesIO(s["mp4"])) as c:
+                frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+            assert len(frames) == meta["frames"] and frames[0].shape == (meta["height"], meta["width"], 3)
+        else:
+            kinds.add("image")
+            ext = "jpg" if "jpg" in s else "png"
+            im = Image.open(io.BytesIO(s[ext]))
+            assert im.size == (meta["width"], meta["height"])
+            sizes.add((meta["height"], meta["width"]))
+    assert kinds == {"image", "video"}
+    aspects = [w / h for h, w in sizes]
+    assert min(aspects) < 0.8 and max(aspects) > 1.25  # natural variety in aspect ratio
+    assert info["counts"]["per_class"][IMAGE_CLASSES[0]] == 8
+
+
+def test_deterministic_for_a_seed(tmp_path):
+    a = _samples(make_dataset(tmp_path / "a", 6, 1, seed=3, shard_size=4)["urls"])
+    b = _samples(make_dataset(tmp_path / "b", 6, 1, seed=3, shard_size=4)["urls"])
+    c = _samples(make_dataset(tmp_path / "c", 6, 1, seed=4, shard_size=4)["urls"])
+    strip = lambda ss: [{k: v for k, v in s.items() if not k.startswith("__")} for s in ss]  # noqa: E731
+    assert strip(a) == strip(b)
+    assert strip(a) != strip(c)
+
+
+def test_stripe_orientation_is_what_the_label_says():
+    rng = np.random.default_rng(0)
+    for name, axis in (("stripes-horizontal", 0), ("stripes-vertical", 1)):
+        img = draw_image(name, 96, 96, rng).astype(float).mean(-1)[32:64, 32:64]
+        change_y = np.abs(np.diff(img, axis=0)).mean()
+        change_x = np.abs(np.diff(img, axis=1)).mean()
+        # horizontal stripes vary along y, vertical along x
+        assert (change_y > 2 * change_x) if axis == 0 else (change_x > 2 * change_y)
+
+
+@pytest.mark.parametrize("name", VIDEO_CLASSES)
+def test_video_motion_direction(name):
+    v = draw_video(name, 8, 48, 64, np.random.default_rng(1)).astype(float)
+    moving = np.abs(v - np.median(v, axis=0)).sum(-1)  # the disc against the static background
+    ys, xs = np.indices(moving.shape[1:])
+    cy = [(m * ys).sum() / m.sum() for m in moving]
+    cx = [(m * xs).sum() / m.sum() for m in moving]
+    dy, dx = cy[-1] - cy[0], cx[-1] - cx[0]
+    expect = {"motion-left": dx < -10, "motion-right": dx > 10, "motion-up": dy < -10, "motion-down": dy > 10}
+    assert expect[name], (dy, dx)
+
+
+def test_encode_video_round_trip():
+    frames = draw_video("motion-right", 5, 32, 48, np.random.default_rng(2))
+    data = encode_video(frames, fps=8)
+    with av.open(io.BytesIO(data)) as c:
+        out = np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
+    assert out.shape == frames.shape
+    assert np.abs(out.astype(int) - frames).mean() < 12  # lossy but close
+
+
+def test_bad_arguments(tmp_path):
+    with pytest.raises(ValueError, match="classes"):
+        make_dataset(tmp_path, 2, classes=7)
+    with pytest.raises(ValueError, match="unknown image classes"):
+        make_dataset(tmp_path, 2, classes=["circle"])
+    with pytest.raises(ValueError):
+        draw_image("circle", 8, 8, np.random.default_rng(0))
+    with pytest.raises(ValueError):
+        make_dataset(tmp_path, -1)
