@@ -1,7 +1,7 @@
 """``patchpack demo``: make a small dataset, show its packing, train a tiny NaViT + TokenLearner.
 
 1. :func:`patchpack.synth.make_dataset` draws a labelled train and held-out set
-   (images 32..256 px with aspect ratios 1:3..3:1, optionally short videos) as
+   (images 32..256 px with aspect ratios 1:3..3:1, and short videos of drifting gratings) as
    webdataset shards in a temporary folder (or ``--out``).
 2. The training stream is packed once without a model and its packing stats are
    printed (padding, examples per sequence, token counts).
@@ -26,10 +26,10 @@ __all__ = ["add_arguments", "run", "run_demo"]
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, help="output folder (default: a new temporary folder)")
-    p.add_argument("--images", type=int, default=2000, help="training images")
-    p.add_argument("--videos", type=int, default=0, help="training videos (0: images only)")
+    p.add_argument("--images", type=int, default=1500, help="training images (default 1500)")
+    p.add_argument("--videos", type=int, default=900, help="training videos (0: images only; default 900)")
     p.add_argument("--eval-images", type=int, default=400, help="held-out images")
-    p.add_argument("--steps", type=int, default=150, help="training steps")
+    p.add_argument("--steps", type=int, default=400, help="training steps (default 400)")
     p.add_argument("--classes", type=int, default=6, help="image classes (1..6)")
     p.add_argument("--workers", type=int, default=0, help="DataLoader workers")
     p.add_argument("--seed", type=int, default=0)
@@ -39,10 +39,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run_demo(
     out: str | Path | None = None,
     *,
-    images: int = 2000,
-    videos: int = 0,
+    images: int = 1500,
+    videos: int = 900,
     eval_images: int = 400,
-    steps: int = 150,
+    steps: int = 400,
     classes: int = 6,
     workers: int = 0,
     seed: int = 0,
@@ -102,7 +102,9 @@ def run_demo(
     chance = 1.0 / num_classes
     accuracy = {name: result.final_eval(name)["accuracy"] for name in evals}
     for name, acc in accuracy.items():
-        log(f"held-out accuracy at {name[:-1]} patches per image: {acc:.1%} (chance {chance:.1%}, "
+        kinds = result.final_eval(name).get("by_kind", {})
+        split = ", ".join(f"{k}s {v['accuracy']:.1%} of {v['examples']}" for k, v in kinds.items())
+        log(f"held-out accuracy at {name[:-1]} patches per frame: {acc:.1%} ({split}; chance {chance:.1%}, "
             f"{acc / chance:.1f}x chance)")
 
     report_dir = out / "report"

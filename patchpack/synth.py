@@ -122,28 +122,28 @@ def draw_image(class_name: str, height: int, width: int, rng: np.random.Generato
 
 
 def draw_video(class_name: str, frames: int, height: int, width: int, rng: np.random.Generator) -> np.ndarray:
-    """uint8 ``[frames, height, width, 3]``: a disc moving in the direction named by ``class_name``."""
+    """uint8 ``[frames, height, width, 3]``: a grating drifting in the direction named by ``class_name``.
+
+    Stripes lie across the motion axis (vertical stripes for left/right), with a
+    random period of 10..24 px, colour and phase, and drift so that frames a quarter
+    of the clip apart (what a 4-frame spread sample sees) are about a fifth of a
+    period apart: the direction is visible inside every tubelet, as local motion.
+    """
     if class_name not in VIDEO_CLASSES:
         raise ValueError(f"unknown video class {class_name!r}")
     h, w = height, width
     bg = _background(rng, h, w)
     (colour,) = _colours(rng, 1)
-    r = max(3.0, min(h, w) * rng.uniform(0.12, 0.2))
-    direction = {"motion-left": (0, -1), "motion-right": (0, 1), "motion-up": (-1, 0), "motion-down": (1, 0)}[class_name]
-    span_y, span_x = h - 2 * r, w - 2 * r
-    # travel most of the free span along the motion axis, random placement across it
-    dy, dx = direction
-    if dy:
-        ys = np.linspace(r, h - r, frames)[:: dy] if span_y > 0 else np.full(frames, h / 2)
-        xs = np.full(frames, rng.uniform(r, max(r, w - r)))
-    else:
-        xs = np.linspace(r, w - r, frames)[:: dx] if span_x > 0 else np.full(frames, w / 2)
-        ys = np.full(frames, rng.uniform(r, max(r, h - r)))
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    period = rng.uniform(10.0, 24.0)
+    step = 0.8 * period / max(1, frames)  # pixels per frame
+    sign, axis = {"motion-left": (-1, 1), "motion-right": (1, 1), "motion-up": (-1, 0), "motion-down": (1, 0)}[
+        class_name]
+    coord = np.mgrid[0:h, 0:w].astype(np.float32)[axis]
+    phase = rng.uniform(0.0, 2 * np.pi)
     out = np.empty((frames, h, w, 3), np.uint8)
     for i in range(frames):
-        disc = (yy - ys[i]) ** 2 + (xx - xs[i]) ** 2 <= r * r
-        out[i] = np.clip(np.where(disc[..., None], colour, bg), 0, 255).astype(np.uint8)
+        wave = 0.5 + 0.5 * np.sin(2 * np.pi * (coord - sign * step * i) / period + phase)
+        out[i] = np.clip(bg + wave[..., None] * (np.asarray(colour) - bg), 0, 255).astype(np.uint8)
     return out
 
 

@@ -169,14 +169,17 @@ def evaluate(
 ) -> dict:
     """Accuracy and mean loss over the filled slots of ``loader`` (model in eval mode).
 
-    Returns ``{"accuracy", "loss", "examples", "tokens", "batches"}``; accuracy is
-    ``nan`` when the loader holds no labelled example.
+    Returns ``{"accuracy", "loss", "examples", "tokens", "batches", "by_kind"}``;
+    ``by_kind`` splits accuracy and example counts into ``"image"`` (grid ``T = 1``)
+    and ``"video"`` (``T > 1``). Accuracy is ``nan`` without labelled examples.
     """
     device = torch.device(device)
     was_training = model.training
     model.eval()
     correct = total = tokens = batches = 0
     loss_sum = 0.0
+    kind_correct = {"image": 0, "video": 0}
+    kind_total = {"image": 0, "video": 0}
     for batch in loader:
         if max_batches is not None and batches >= max_batches:
             break
@@ -187,7 +190,12 @@ def evaluate(
         n = int(valid.sum())
         if n:
             loss_sum += float(NaViT.loss(logits, batch.labels)) * n
-            correct += int((logits.argmax(-1)[valid] == batch.labels[valid]).sum())
+            hit = logits.argmax(-1) == batch.labels
+            correct += int(hit[valid].sum())
+            is_video = batch.grids[..., 0] > 1
+            for kind, sel in (("image", valid & ~is_video), ("video", valid & is_video)):
+                kind_correct[kind] += int(hit[sel].sum())
+                kind_total[kind] += int(sel.sum())
         total += n
         tokens += batch.num_tokens
         batches += 1
@@ -198,6 +206,10 @@ def evaluate(
         "examples": total,
         "tokens": tokens,
         "batches": batches,
+        "by_kind": {
+            k: {"accuracy": kind_correct[k] / kind_total[k], "examples": kind_total[k]}
+            for k in kind_total if kind_total[k]
+        },
     }
 
 

@@ -129,8 +129,9 @@ def test_reduced_demo(tmp_path, capsys):
     pytest.importorskip("patchpack.loader")
     from patchpack.demo import run_demo
 
-    r = run_demo(tmp_path, images=48, eval_images=12, steps=3, classes=3)
+    r = run_demo(tmp_path, images=48, videos=10, eval_images=12, steps=3, classes=3)
     out = capsys.readouterr().out
     assert "padding" in out and "held-out accuracy" in out and "report:" in out
-    assert set(r["accuracy"]) == {"16p", "64p"} and r["chance"] == pytest.approx(1 / 3)
+    assert "images" in out and "videos" in out  # accuracy split by kind
+    assert set(r["accuracy"]) == {"16p", "64p"} and r["chance"] == pytest.approx(1 / 7)  # 3 image + 4 video classes
     assert (tmp_path / "report").is_dir() and (tmp_path / "train" / "summary.json").exists()
