@@ -13,13 +13,12 @@ L=256 and <= 0.25% at L=1024 without dropping, <= 0.1% with Beta dropping; withi
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 
 from patchpack.drop import DropConfig, drop_rate, keep_count
-from patchpack.pack import PackConfig, Packer, pack_offline
-from patchpack.simulate import synthetic_sizes
+from patchpack.pack import PackConfig, pack_offline
+from patchpack.simulate import pack_stream, synthetic_sizes
 
 GOAL_PAD = {(256, False): 0.010, (1024, False): 0.0025}
 GOAL_PAD_DROP = 0.001
@@ -39,14 +38,8 @@ def lengths_for(n: int, seq_len: int, beta: bool, seed: int) -> list[int]:
 def run_packer(lengths: list[int], cfg: PackConfig, repeats: int) -> tuple[float, float, int]:
     best, out = float("inf"), []
     for _ in range(repeats):
-        p = Packer(cfg)
-        push = p.push
-        t0 = time.perf_counter()
-        out = []
-        for i, n in enumerate(lengths):
-            out += push(i, n)
-        out += p.flush()
-        best = min(best, time.perf_counter() - t0)
+        out, seconds = pack_stream(lengths, cfg)
+        best = min(best, seconds)
     pad = 1.0 - sum(lengths) / (len(out) * cfg.seq_len)
     wait = max(s.emitted_at - 1 - a for s in out for a in s.arrivals)
     return pad, len(lengths) / best, wait

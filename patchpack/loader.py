@@ -38,7 +38,6 @@ appends errors to ``LoaderConfig.errors_path`` (JSONL).
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from collections import defaultdict
 from dataclasses import dataclass, field, fields, replace
@@ -56,7 +55,7 @@ from .drop import DropConfig, drop_rate, drop_tokens, keep_count
 from .errors import ERROR_POLICIES, ErrorRecord, SampleError
 from .fit import FitConfig
 from .pack import PackConfig, Packer, PackedSequence
-from .source import Sample, expand_sources, fetch_samples, plan_shards, read_task, resampled_task
+from .source import Sample, expand_sources, fetch_samples, plan_shards, read_task, resampled_task, sample_label
 from .stats import PackStats
 from .tokenize import Tokens, tubeletize
 
@@ -345,25 +344,6 @@ class _ConsumerStream:
         self.stats.add_error(rec)
 
     # -- admission: header only -------------------------------------------------------
-    def _label(self, sample: Sample) -> int:
-        lf = self.cfg.label_field
-        if lf == "cls":
-            raw = sample.members.get("cls")
-            if raw is None:
-                return -1
-            try:
-                return int(raw.decode("utf-8").strip())
-            except (UnicodeDecodeError, ValueError):
-                raise SampleError("bad-label", f"cls member {raw[:32]!r} is not an integer", stage="source") from None
-        raw = sample.members.get("json")
-        if raw is None:
-            return -1
-        try:
-            value = json.loads(raw).get(lf[5:], -1)
-            return int(value)
-        except (ValueError, TypeError, AttributeError) as exc:
-            raise SampleError("bad-label", f"json label {lf[5:]!r}: {exc}", stage="source") from None
-
     def _progress(self) -> float:
         n = self.cfg.progress_samples
         return min(1.0, self.seen * self.num_consumers / n) if n else 0.0
@@ -380,7 +360,7 @@ class _ConsumerStream:
                 raise SampleError("no-media", f"no image{'/video' if cfg.video else ''} member (members: {names})",
                                   stage="source")
             member, kind = found
-            label = self._label(sample)
+            label = sample_label(sample, cfg.label_field)
             rng = example_rng(cfg.seed, epoch, sample.key, 0)
             probe = decode.probe(sample.members[member], kind, cfg.fit, cfg.image, cfg.video, rng)
             n = probe.tokens

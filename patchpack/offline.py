@@ -83,7 +83,7 @@ from .errors import ErrorRecord, SampleError
 from .fit import FitConfig, fit_grid
 from .loader import LoaderConfig, example_rng
 from .pack import PackConfig, Packer
-from .source import Sample, expand_sources, read_shard
+from .source import Sample, expand_sources, read_shard, sample_label
 from .tokenize import Tokens, tubeletize
 
 __all__ = [
@@ -190,25 +190,6 @@ def output_name(url: str) -> str:
     return f"{_shard_name(url)}-{digest}{SHARD_SUFFIX}"
 
 
-def _label(sample: Sample, label_field: str) -> int:
-    """The integer label, with the loader's rules (``cls`` text or a ``json`` key; -1 when absent)."""
-    if label_field == "cls":
-        raw = sample.members.get("cls")
-        if raw is None:
-            return -1
-        try:
-            return int(raw.decode("utf-8").strip())
-        except (UnicodeDecodeError, ValueError):
-            raise SampleError("bad-label", f"cls member {raw[:32]!r} is not an integer", stage="source") from None
-    raw = sample.members.get("json")
-    if raw is None:
-        return -1
-    try:
-        return int(json.loads(raw).get(label_field[5:], -1))
-    except (ValueError, TypeError, AttributeError) as exc:
-        raise SampleError("bad-label", f"json label {label_field[5:]!r}: {exc}", stage="source") from None
-
-
 def sample_to_tokens(sample: Sample, cfg: PreprocessConfig, rng: np.random.Generator | None = None) -> Tokens:
     """probe -> fit -> materialize -> tokenize one sample, no dropping.
 
@@ -225,7 +206,7 @@ def sample_to_tokens(sample: Sample, cfg: PreprocessConfig, rng: np.random.Gener
             raise SampleError("no-media", f"no image or video member among {sorted(sample.members)}", stage="source")
         name, kind = found
         data = sample.members[name]
-        label = _label(sample, cfg.label_field)
+        label = sample_label(sample, cfg.label_field)
         if rng is None:
             rng = example_rng(cfg.seed, 0, sample.key, 0)
         pr = probe(data, kind, cfg.fit, cfg.image, cfg.video, rng)

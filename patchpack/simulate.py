@@ -21,10 +21,10 @@ import numpy as np
 from .drop import KINDS as DROP_KINDS
 from .drop import DropConfig, drop_rate, keep_count
 from .fit import FitConfig, fit_grid
-from .pack import ALGORITHMS, PackConfig, Packer, pack_offline
+from .pack import ALGORITHMS, PackConfig, PackedSequence, Packer, pack_offline
 from .stats import PackStats
 
-__all__ = ["SimConfig", "synthetic_sizes", "simulate", "add_arguments", "run"]
+__all__ = ["SimConfig", "synthetic_sizes", "pack_stream", "simulate", "add_arguments", "run"]
 
 #: (long side / short side, probability) of the non-square part of the stream
 ASPECTS = ((4 / 3, 0.30), (3 / 2, 0.20), (16 / 9, 0.22), (5 / 4, 0.10), (2.0, 0.10), (21 / 9, 0.05), (3.0, 0.03))
@@ -76,6 +76,21 @@ def synthetic_sizes(
     return np.array([fit_grid(int(h), int(w), cfg) for h, w in zip(heights, widths)], dtype=np.int64)
 
 
+def pack_stream(lengths: list[int], config: PackConfig) -> tuple[list[PackedSequence], float]:
+    """Push ``lengths`` (handles are their indices) through a fresh packer, flush it.
+
+    Returns the emitted sequences and the seconds the packer took.
+    """
+    packer = Packer(config)
+    push = packer.push
+    t0 = time.perf_counter()
+    out: list[PackedSequence] = []
+    for i, n in enumerate(lengths):
+        out += push(i, n)
+    out += packer.flush()
+    return out, time.perf_counter() - t0
+
+
 def simulate(cfg: SimConfig, reference: bool = True) -> dict:
     """Run the packer over a synthetic stream; return a JSON-ready summary.
 
@@ -91,14 +106,7 @@ def simulate(cfg: SimConfig, reference: bool = True) -> dict:
     stats = PackStats()
     for n, k, g in zip(full, lengths, grids):
         stats.add_example(n, k, (int(g[0]), int(g[1])))
-    packer = Packer(cfg.pack_config)
-    push = packer.push
-    t0 = time.perf_counter()
-    out = []
-    for i, n in enumerate(lengths):
-        out += push(i, n)
-    out += packer.flush()
-    elapsed = time.perf_counter() - t0
+    out, elapsed = pack_stream(lengths, cfg.pack_config)
     for seq in out:
         stats.add_sequence(seq, cfg.seq_len)
     result = {

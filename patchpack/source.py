@@ -26,6 +26,7 @@ shared by sample index modulo (see there).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -37,7 +38,7 @@ from webdataset.gopen import gopen as wds_gopen
 from webdataset.shardlists import expand_urls as wds_expand_urls
 from webdataset.tariterators import base_plus_ext, tar_file_iterator
 
-from .errors import ErrorRecord
+from .errors import ErrorRecord, SampleError
 
 __all__ = [
     "Sample",
@@ -50,6 +51,7 @@ __all__ = [
     "read_task",
     "fetch_samples",
     "folder_classes",
+    "sample_label",
 ]
 
 #: Member extensions that are never decoded (pickles, torch checkpoints, native code).
@@ -332,3 +334,28 @@ def fetch_samples(url: str, indices: Iterable[int]) -> dict[int, Sample]:
     if missing:
         raise KeyError(f"samples {sorted(missing)[:5]} of {url} could not be re-read")
     return found
+
+
+def sample_label(sample: Sample, label_field: str = "cls") -> int:
+    """The integer label of a sample: the ``cls`` member as text, or ``"json:<name>"``, a key
+    of the ``json`` member; -1 when absent.
+
+    Raises:
+        SampleError: ``bad-label`` when the member is present but not an integer.
+    """
+    if label_field == "cls":
+        raw = sample.members.get("cls")
+        if raw is None:
+            return -1
+        try:
+            return int(raw.decode("utf-8").strip())
+        except (UnicodeDecodeError, ValueError):
+            raise SampleError("bad-label", f"cls member {raw[:32]!r} is not an integer", stage="source") from None
+    raw = sample.members.get("json")
+    if raw is None:
+        return -1
+    name = label_field.removeprefix("json:")
+    try:
+        return int(json.loads(raw).get(name, -1))
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise SampleError("bad-label", f"json label {name!r}: {exc}", stage="source") from None
