@@ -11,14 +11,13 @@ available: giving any of them enables video members.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 from typing import Any
 
 from .pack import PackConfig
 
-__all__ = ["add_arguments", "run", "build_config"]
+__all__ = ["add_arguments", "add_video_arguments", "video_config", "run", "build_config"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -40,7 +39,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--report-format", choices=("png", "html"), default="html",
                         help="png: figures only; html: figures plus index.html and stats.json (default)")
     parser.add_argument("--no-progress", action="store_true", help="never show a progress bar")
-    video = parser.add_argument_group("video (enables video members)")
+    add_video_arguments(parser)
+
+
+#: command-line option -> ``VideoConfig`` field
+_VIDEO_OPTIONS = {"frames": "frames", "fps": "fps", "tubelet": "tubelet", "video_tokens": "max_tokens"}
+
+
+def add_video_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--frames --fps --tubelet --video-tokens``; any of them enables video members."""
+    video = parser.add_argument_group("video (any of these enables video members)")
     video.add_argument("--frames", type=int, default=None, help="frames sampled per clip")
     video.add_argument("--fps", type=float, default=None, help="sampling rate in frames per second")
     video.add_argument("--tubelet", type=int, default=None, help="frames per tubelet pt")
@@ -48,24 +56,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="total tokens per video; frames are traded against resolution")
 
 
-_VIDEO_FIELDS = {"frames": ("frames", "num_frames", "max_frames"), "fps": ("fps", "sample_fps"),
-                 "tubelet": ("tubelet",), "video_tokens": ("max_tokens",)}
-
-
-def _video_config(args: argparse.Namespace) -> Any | None:
-    given = {k: getattr(args, k) for k in _VIDEO_FIELDS if getattr(args, k, None) is not None}
+def video_config(args: argparse.Namespace) -> Any | None:
+    """The ``VideoConfig`` the video options describe, or ``None`` when none is given."""
+    given = {f: getattr(args, o) for o, f in _VIDEO_OPTIONS.items() if getattr(args, o, None) is not None}
     if not given:
         return None
     from .decode.video import VideoConfig  # imported only when video is asked for
 
-    names = {f.name for f in dataclasses.fields(VideoConfig)}
-    kw = {}
-    for opt, value in given.items():
-        field = next((n for n in _VIDEO_FIELDS[opt] if n in names), None)
-        if field is None:
-            raise SystemExit(f"--{opt} is not supported by this video decoder")
-        kw[field] = value
-    return VideoConfig(**kw)
+    return VideoConfig(**given)
 
 
 def build_config(args: argparse.Namespace):
@@ -79,7 +77,7 @@ def build_config(args: argparse.Namespace):
         fit=FitConfig(patch_size=args.patch_size, max_patches=args.max_patches),
         drop=drop,
         pack=PackConfig(seq_len=args.seq_len, max_per_seq=args.max_per_seq, buffer_size=args.buffer_size),
-        video=_video_config(args),
+        video=video_config(args),
         batch_size=args.batch_size,
         seed=args.seed,
         errors_path=args.errors,

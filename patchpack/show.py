@@ -28,6 +28,7 @@ from matplotlib.patches import Patch, Rectangle  # noqa: E402
 
 from .batch import PackedBatch  # noqa: E402
 from .tokenize import untubeletize  # noqa: E402
+from .inspect import add_video_arguments, video_config  # noqa: E402
 
 __all__ = ["draw_batch", "segment_colors", "example_images", "add_arguments", "run"]
 
@@ -232,6 +233,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-patches", type=int, default=None, help="patch budget per frame")
     parser.add_argument("--drop", type=float, default=None, help="constant token drop rate in [0, 1)")
     parser.add_argument("--seed", type=int, default=None)
+    add_video_arguments(parser)
 
 
 def _out_path(out: Path, i: int) -> Path:
@@ -251,6 +253,9 @@ def run(args: argparse.Namespace) -> int:
     }
     if args.drop:
         overrides.update(drop__kind="constant", drop__rate=args.drop)
+    video = video_config(args)
+    if video is not None:
+        overrides["video"] = video
     loader = make_loader(args.urls, **overrides)
     cfg = getattr(loader, "config", None) or getattr(getattr(loader, "dataset", None), "config", None)
     p, pt, c = _geometry(cfg, overrides)
@@ -263,6 +268,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {written} ({batch.batch_size} sequences, {batch.num_examples} examples, "
               f"padding {100 * batch.padding_fraction:.1f}%)")
         n += 1
+    if loader.errors:
+        kinds = ", ".join(f"{k}={v}" for k, v in sorted(loader.stats.error_kinds.items()))
+        print(f"{len(loader.errors)} error records, not drawn ({kinds}); first: {loader.errors[0].key}: "
+              f"{loader.errors[0].message}")
     if n == 0:
         print("no batches: nothing drawn")
         return 1
