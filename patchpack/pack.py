@@ -154,7 +154,7 @@ class _FreeIndex:
 
 
 #: steps of the pair search per sequence (bounds the cost of the pair step)
-PAIR_SEARCH = 128
+PAIR_SEARCH = 32
 
 
 class _Buffer:
@@ -204,6 +204,27 @@ class _Buffer:
         # the oldest example overall is also the oldest of its length
         self._pop_bucket(length)
         return arrival, length, handle
+
+    def take_fitting(self, free: int, room: int, out: list) -> int:
+        """Move into ``out`` the longest example that fits ``free``, repeatedly, at most ``room`` times.
+
+        Returns the free space left. The hot loop of the packer, hence inlined.
+        """
+        keys, buckets, items = self.keys, self.buckets, self.items
+        while free and room:
+            i = bisect_right(keys, free) - 1
+            if i < 0:
+                break
+            length = keys[i]
+            bucket = buckets[length]
+            arrival = bucket.popleft()
+            if not bucket:
+                del buckets[length]
+                del keys[i]
+            out.append((arrival, length, items.pop(arrival)[1]))
+            free -= length
+            room -= 1
+        return free
 
     def pop_fitting(self, free: int) -> tuple[int, int, Any] | None:
         """Remove and return the longest example of at most ``free`` tokens (oldest on ties)."""
@@ -275,6 +296,8 @@ class Packer:
         self._arrivals = 0
         self._buffer = _Buffer()
         self._open: list[_Bin] = []  # carried (bfd) or open (first/next-fit) sequences, oldest first
+        cfg = self.config  # hot-path constants
+        self._limits = (cfg.seq_len, cfg.buffer_size, cfg.wait_bound, cfg.algorithm == "bfd")
 
     # -- public API -----------------------------------------------------------------
     @property
@@ -289,29 +312,37 @@ class Packer:
 
     def push(self, handle: Any, length: int) -> list[PackedSequence]:
         """Add one example of ``length`` tokens; return the sequences this completes."""
-        cfg = self.config
+        seq_len, buffer_size, wait_bound, bfd = self._limits
         length = int(length)
-        if length < 1:
-            raise ValueError(f"example {handle!r} has {length} tokens; every example needs at least one")
         arrival = self._arrivals
-        self._arrivals += 1
-        if length > cfg.seq_len:
-            if cfg.oversize == "raise":
-                raise OversizeError(f"example {handle!r} has {length} tokens > seq_len={cfg.seq_len}")
-            if cfg.oversize == "skip":
-                self.rejected.append((handle, length))
+        if length < 1 or length > seq_len:
+            length = self._irregular(handle, length)
+            if length == 0:
+                self._arrivals += 1
                 return []
-            self.truncated_tokens += length - cfg.seq_len
-            length = cfg.seq_len
-        if cfg.algorithm != "bfd":
+        self._arrivals = arrival + 1
+        if not bfd:
             return self._push_fifo((arrival, length, handle))
         buf = self._buffer
         buf.add(arrival, length, handle)
         # order[0] is never younger than the oldest live example: test it before pruning
-        deadline = arrival - cfg.wait_bound
-        if len(buf.items) >= cfg.buffer_size or (buf.order[0] <= deadline and buf.oldest() <= deadline):
+        deadline = arrival - wait_bound
+        if len(buf.items) >= buffer_size or (buf.order[0] <= deadline and buf.oldest() <= deadline):
             return self._build()
         return []
+
+    def _irregular(self, handle: Any, length: int) -> int:
+        """Length to pack for an example outside ``1..seq_len`` (0: not packed)."""
+        cfg = self.config
+        if length < 1:
+            raise ValueError(f"example {handle!r} has {length} tokens; every example needs at least one")
+        if cfg.oversize == "raise":
+            raise OversizeError(f"example {handle!r} has {length} tokens > seq_len={cfg.seq_len}")
+        if cfg.oversize == "skip":
+            self.rejected.append((handle, length))
+            return 0
+        self.truncated_tokens += length - cfg.seq_len
+        return cfg.seq_len
 
     def flush(self) -> list[PackedSequence]:
         """Emit everything held (end of stream)."""
@@ -367,21 +398,16 @@ class Packer:
         two buffered examples whose total is largest in ``(x, x + free]``.
         """
         cap = self.config.max_per_seq
-        buf = self._buffer
-        pop_fitting, items = buf.pop_fitting, b.items
-        while b.free and (cap is None or len(items) < cap):
-            item = pop_fitting(b.free)
-            if item is None:
-                break
-            items.append(item)
-            b.free -= item[1]
+        buf, items = self._buffer, b.items
+        room = (cap if cap is not None else self.config.seq_len) - len(items)
+        b.free = buf.take_fitting(b.free, room, items)
         if b.free and len(items) >= 2 and (cap is None or len(items) < cap) and buf.keys:
             x = items[-1][1]
             pair = buf.best_pair(x, x + b.free)
             if pair is not None:
                 old = items.pop()
                 for n in pair:
-                    items.append(pop_fitting(n))
+                    items.append(buf.pop_fitting(n))
                 buf.restore(*old)
                 b.free -= pair[0] + pair[1] - x
 
@@ -409,7 +435,7 @@ class Packer:
         buf = self._buffer
         deadline = self._arrivals - 1 - cfg.wait_bound
         items = buf.items
-        while items and (len(items) >= cfg.buffer_size or buf.oldest() <= deadline):
+        while items and (len(items) >= cfg.buffer_size or (buf.order[0] <= deadline and buf.oldest() <= deadline)):
             b = self._seed_and_fill()
             if not cfg.max_open or self._full(b):
                 out.append(self._emit(b))
