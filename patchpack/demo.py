@@ -108,16 +108,9 @@ def run_demo(
             f"{acc / chance:.1f}x chance)")
 
     report_dir = out / "report"
-    written: list = []
-    try:
-        from .report import write_report
-    except ImportError:  # pragma: no cover - report module absent
-        write_report = None
-    if write_report is not None:
-        written = write_report(stats, report_dir, fmt="html")
-    else:
-        report_dir.mkdir(parents=True, exist_ok=True)
-        (report_dir / "stats.json").write_text(json.dumps(stats.to_dict(), indent=1))
+    from .report import write_report
+
+    written = write_report(stats, report_dir, fmt="html")
     (out / "train" / "summary.json").write_text(json.dumps(
         {"accuracy": accuracy, "chance": chance, "steps": result.step, "evals": result.evals}, indent=1))
     seconds = time.perf_counter() - t0

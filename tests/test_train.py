@@ -112,7 +112,6 @@ def test_empty_loader_is_an_error():
 
 
 def test_cli_train_on_synthetic_shards(tmp_path, capsys):
-    pytest.importorskip("patchpack.loader")
     from patchpack.cli import main
     from patchpack.synth import make_dataset
 
@@ -126,7 +125,6 @@ def test_cli_train_on_synthetic_shards(tmp_path, capsys):
 
 
 def test_reduced_demo(tmp_path, capsys):
-    pytest.importorskip("patchpack.loader")
     from patchpack.demo import run_demo
 
     r = run_demo(tmp_path, images=48, videos=10, eval_images=12, steps=3, classes=3)
