@@ -76,15 +76,16 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 import numpy as np
 
 from .arrowshard import SHARD_SUFFIX, ShardWriter, sha256_file
-from .decode import materialize, media_member, probe, tubelet_of
+from .decode import tubelet_of
 from .decode.image import ImageConfig
 from .drop import DropConfig, drop_rate, drop_tokens, keep_count
 from .errors import ErrorRecord, SampleError
 from .fit import FitConfig, fit_grid
 from .loader import LoaderConfig, example_rng
 from .pack import PackConfig, Packer
-from .source import Sample, expand_sources, read_shard, sample_label
-from .tokenize import Tokens, tubeletize
+from .source import Sample, expand_sources, read_shard
+from .stream import probe_sample, sample_tokens
+from .tokenize import Tokens
 
 __all__ = [
     "PreprocessConfig",
@@ -194,24 +195,18 @@ def sample_to_tokens(sample: Sample, cfg: PreprocessConfig, rng: np.random.Gener
     """probe -> fit -> materialize -> tokenize one sample, no dropping.
 
     ``rng`` drives sampled fit modes (default: the loader's epoch-0 generator of the key).
-    The composition is the loader's per-sample step (same decode calls, label rules and
-    generators), written out here because the loader keeps it inside its stream class.
+    The same two steps as the loader's stream (:func:`patchpack.stream.probe_sample`,
+    :func:`patchpack.stream.sample_tokens`), so stored examples equal online ones.
 
     Raises:
         SampleError: for anything wrong with the sample (with its key and shard).
     """
     try:
-        found = media_member(sample.members, cfg.video)
-        if found is None:
-            raise SampleError("no-media", f"no image or video member among {sorted(sample.members)}", stage="source")
-        name, kind = found
-        data = sample.members[name]
-        label = sample_label(sample, cfg.label_field)
         if rng is None:
             rng = example_rng(cfg.seed, 0, sample.key, 0)
-        pr = probe(data, kind, cfg.fit, cfg.image, cfg.video, rng)
-        pixels = materialize(data, pr, cfg.image, cfg.video)
-        patches, positions = tubeletize(pixels, cfg.fit.patch_size, cfg.tubelet)
+        name, pr, label = probe_sample(sample, cfg.fit, cfg.image, cfg.video, cfg.label_field, rng)
+        patches, positions = sample_tokens(sample.members[name], pr, cfg.image, cfg.video, cfg.fit.patch_size,
+                                           cfg.tubelet)
     except SampleError as e:
         e.key, e.shard = e.key or sample.key, e.shard or sample.shard
         raise

@@ -33,7 +33,7 @@ from .tokenize import Tokens, tubeletize
 if TYPE_CHECKING:  # pragma: no cover
     from .loader import LoaderConfig
 
-__all__ = ["ConsumerStream", "example_rng", "empty_batch"]
+__all__ = ["ConsumerStream", "example_rng", "empty_batch", "probe_sample", "sample_tokens"]
 
 
 def _arrow():
@@ -51,6 +51,36 @@ def example_rng(seed: int, epoch: int, key: str, stream: int = 0) -> np.random.G
     digest = hashlib.blake2b(f"{seed}:{epoch}:{stream}:".encode() + key.encode("utf-8", "surrogatepass"),
                              digest_size=16).digest()
     return np.random.default_rng(int.from_bytes(digest, "little"))
+
+
+def probe_sample(sample: Sample, fit, image, video, label_field: str, rng) -> tuple[str, Probe, int]:
+    """Header-only admission of one raw sample: ``(media member name, probe, label)``.
+
+    Raises:
+        SampleError: ``no-media`` without an image (or, with ``video``, video) member,
+            ``bad-label``, or whatever the header probe finds wrong.
+    """
+    found = decode.media_member(sample.members, video)
+    if found is None:
+        names = ", ".join(sorted(sample.members)) or "none"
+        raise SampleError("no-media", f"no image{'/video' if video else ''} member (members: {names})",
+                          stage="source")
+    member, kind = found
+    label = sample_label(sample, label_field)
+    return member, decode.probe(sample.members[member], kind, fit, image, video, rng), label
+
+
+def sample_tokens(data: bytes, probe: Probe, image, video, patch_size: int, tubelet: int):
+    """Pixels at the probed size, cut into tokens: ``(patches [N, D], positions [N, 3])``.
+
+    Raises:
+        SampleError: from decoding, or ``corrupt`` when the pixels do not tile.
+    """
+    frames = decode.materialize(data, probe, image, video)
+    try:
+        return tubeletize(frames, patch_size, tubelet)
+    except ValueError as exc:
+        raise SampleError("corrupt", f"decoded pixels do not tile: {exc}", stage="tokenize") from None
 
 
 class _Item:
@@ -195,22 +225,15 @@ class ConsumerStream:
         if getattr(sample, "tokens", None) is not None:
             return self._admit_stored(sample, epoch)
         try:
-            found = decode.media_member(sample.members, cfg.video)
-            if found is None:
-                names = ", ".join(sorted(sample.members)) or "none"
-                raise SampleError("no-media", f"no image{'/video' if cfg.video else ''} member (members: {names})",
-                                  stage="source")
-            member, kind = found
-            label = sample_label(sample, cfg.label_field)
             rng = example_rng(cfg.seed, epoch, sample.key, 0)
-            probe = decode.probe(sample.members[member], kind, cfg.fit, cfg.image, cfg.video, rng)
+            member, probe, label = probe_sample(sample, cfg.fit, cfg.image, cfg.video, cfg.label_field, rng)
             n = probe.tokens
             keep = keep_count(n, drop_rate(cfg.drop, n, rng, self._progress(), cfg.training))
         except SampleError as err:
             self._record(err.record(sample.key, sample.shard))
             return []
-        item = _Item(sample.key, sample.shard, sample.index, epoch, member, kind, sample.members[member], probe,
-                     keep, label)
+        item = _Item(sample.key, sample.shard, sample.index, epoch, member, probe.kind, sample.members[member],
+                     probe, keep, label)
         return self._push(item, keep)
 
     def _admit_stored(self, sample: Sample, epoch: int) -> list[PackedSequence]:
@@ -243,11 +266,8 @@ class ConsumerStream:
         if isinstance(item.data, Tokens):  # stored example (patchpack shard)
             patches, positions = item.data.patches, item.data.positions
         else:
-            frames = decode.materialize(item.data, item.probe, cfg.image, cfg.video)
-            try:
-                patches, positions = tubeletize(frames, cfg.patch_size, cfg.tubelet)
-            except ValueError as exc:
-                raise SampleError("corrupt", f"decoded pixels do not tile: {exc}", stage="tokenize") from None
+            patches, positions = sample_tokens(item.data, item.probe, cfg.image, cfg.video, cfg.patch_size,
+                                               cfg.tubelet)
         n = len(patches)
         if length < n:
             idx = drop_tokens(n, length, example_rng(cfg.seed, item.epoch, item.key, 1))
