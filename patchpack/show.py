@@ -257,8 +257,7 @@ def run(args: argparse.Namespace) -> int:
     if video is not None:
         overrides["video"] = video
     loader = make_loader(args.urls, **overrides)
-    cfg = getattr(loader, "config", None) or getattr(getattr(loader, "dataset", None), "config", None)
-    p, pt, c = _geometry(cfg, overrides)
+    p, pt, c = loader.config.patch_size, loader.config.tubelet, 3  # the loader decodes to RGB
     out = Path(args.out)
     n = 0
     for i, batch in enumerate(loader):
@@ -276,15 +275,3 @@ def run(args: argparse.Namespace) -> int:
         print("no batches: nothing drawn")
         return 1
     return 0
-
-
-def _geometry(cfg, overrides: dict) -> tuple[int, int, int]:
-    """``(patch_size, tubelet, channels)`` from a loader config (nested or flat)."""
-
-    def find(name, default):
-        for obj in (cfg, getattr(cfg, "fit", None), getattr(cfg, "video", None), getattr(cfg, "image", None)):
-            if obj is not None and getattr(obj, name, None) is not None:
-                return int(getattr(obj, name))
-        return overrides.get(name, default)
-
-    return find("patch_size", 16), find("tubelet", 1), find("channels", 3)
