@@ -1,41 +1,55 @@
-"""Training throughput of NaViT on packed batches against padded baselines, and TokenLearner savings.
+"""NaViT on packed batches against a padded ViT, TokenLearner savings, and attention memory (CPU).
 
-Images follow the demo's size distribution (geometric-mean side log-uniform in
-32..256 px, aspect 1:3..3:1), fitted to a 16 px patch grid under a 64-patch
-budget. Every strategy gets the same token budget per step (``batch * seq_len``):
+Every figure is a ratio against a baseline measured in the same run.
 
-* ``vit-square``: a plain ViT; every image is padded to the square budget grid
-  (8 x 8 = 64 tokens), ``batch * seq_len / 64`` images per step (the baseline);
-* ``navit-nextfit``: per-image grouping without packing: images in arrival order go
-  into a sequence until the next does not fit (next-fit), the rest is padding;
-* ``navit-packed``: patchpack's best-fit-decreasing streaming packer.
+1. **Packed vs padded.** Images follow the demo's size distribution (geometric-mean
+   side log-uniform in 32..256 px, aspect 1:3..3:1), fitted to a 16 px grid under a
+   64-patch budget; every strategy gets the same token budget per step
+   (``batch * seq_len``): ``vit-square`` (each image shrunk into the 8 x 8 grid and
+   padded; the baseline), ``navit-nextfit`` (arrival-order grouping), ``navit-packed``
+   (the streaming BFD packer). Real (non-padding) tokens/s and images/s.
+2. **TokenLearner vs none** (K=8 after half of the blocks) on *uniform* rows (every
+   example 8 x 8 patches) and *mixed* rows (each row: a few large examples of
+   12..16 patches a side and small ones of 3..4 up to ``max_per_seq = L / 32``). FLOPs per training step
+   include attention (block-diagonal work only, counted analytically; see
+   :mod:`patchpack.model.flops`); the learned sequence's padding is reported for
+   these rows and for rows of a packed stream.
+3. **Peak memory** of one training step at ``B=8, L=4096`` (examples of 16..256
+   tokens), each configuration in a fresh process (peak RSS growth): the
+   linear-memory ``window`` attention against the dense ``sdpa`` mask.
 
-Figures are training images/s and tokens/s (real, non-padding tokens per step
-averaged over the whole stream, divided by the fastest measured step time) as ratios
-against ``vit-square`` measured in the same run; then the FLOPs (fwd + bwd, from
-``torch.utils.flop_counter``) and step time of NaViT with a TokenLearner half-way
-against without. On CUDA the same table is measured with FlexAttention and bf16.
+Step times are the fastest of ``--steps`` timed steps after two warm-up steps (robust
+to other work on a shared machine; step shapes are fixed).
 
-    python benchmarks/model.py [--steps 8] [--dim 128] [--depth 4]
+    python benchmarks/model.py [--quick] [--steps 6] [--threads 1]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
+import subprocess
+import sys
 import time
 
 import numpy as np
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
-from patchpack.batch import collate
 from patchpack.fit import FitConfig, fit_grid
-from patchpack.model import NaViT, NaViTConfig, TokenLearnerConfig
+from patchpack.loader.batch import collate
+from patchpack.model import NaViT, NaViTConfig, TokenLearnerConfig, train_flops
+from patchpack.model.tokenlearner import learned_layout
 from patchpack.pack import PackConfig, Packer
 from patchpack.tokenize import Tokens, grid_positions
 
-P, BUDGET = 16, 64
+P, BUDGET, NC = 16, 64, 10
+
+
+def _tokens(key: int, grid: tuple[int, int], rng: np.random.Generator) -> Tokens:
+    gh, gw = grid
+    return Tokens(str(key), rng.integers(0, 256, (gh * gw, P * P * 3), dtype=np.uint8), grid_positions(1, gh, gw),
+                  (1, gh, gw), int(rng.integers(0, NC)))
 
 
 def image_grids(n: int, seed: int = 0) -> list[tuple[int, int]]:
@@ -49,155 +63,225 @@ def image_grids(n: int, seed: int = 0) -> list[tuple[int, int]]:
     return out
 
 
-def _tokens(i: int, grid: tuple[int, int], rng: np.random.Generator, num_classes: int) -> Tokens:
-    gh, gw = grid
-    n = gh * gw
-    return Tokens(str(i), rng.integers(0, 256, (n, P * P * 3), dtype=np.uint8), grid_positions(1, gh, gw),
-                  (1, gh, gw), int(rng.integers(0, num_classes)))
-
-
-def packed_batches(grids, batch: int, seq_len: int, algorithm: str, num_classes: int, max_batches: int):
-    rng = np.random.default_rng(1)
-    packer = Packer(PackConfig(seq_len=seq_len, algorithm=algorithm, buffer_size=128, max_per_seq=64))
-    rows, out = [], []
+def pack_rows(grids, seq_len: int, max_per_seq: int, algorithm: str = "bfd") -> list[list[int]]:
+    packer = Packer(PackConfig(seq_len=seq_len, algorithm=algorithm, buffer_size=128, max_per_seq=max_per_seq))
+    rows = []
     for i, g in enumerate(grids):
-        for seq in packer.push(i, g[0] * g[1]):
-            rows.append([_tokens(h, grids[h], rng, num_classes) for h in seq.handles])
-        while len(rows) >= batch and len(out) < max_batches:
-            out.append(collate(rows[:batch], seq_len, 64))
-            rows = rows[batch:]
+        rows += [list(s.handles) for s in packer.push(i, g[0] * g[1])]
+    return rows
+
+
+def batches_of(rows, grids, batch: int, seq_len: int, e: int, limit: int):
+    rng = np.random.default_rng(1)
+    out = []
+    for s in range(0, min(len(rows), limit * batch) - batch + 1, batch):
+        out.append(collate([[_tokens(h, grids[h], rng) for h in r] for r in rows[s : s + batch]], seq_len, e))
     return out
 
 
-def square_batches(grids, batch: int, seq_len: int, num_classes: int, max_batches: int):
-    """Each image shrunk to fit the square budget grid (aspect kept) and padded with zero pixels,
+def square_batches(grids, batch: int, seq_len: int, limit: int):
+    """Each image shrunk into the square budget grid (aspect kept) and padded with zero pixels,
     which a plain ViT attends like any other token."""
-    side = int(math.isqrt(BUDGET))
+    side = math.isqrt(BUDGET)
     per_step = batch * seq_len // BUDGET
     rng = np.random.default_rng(2)
     out = []
     for start in range(0, len(grids) - per_step + 1, per_step):
-        rows = []
-        real = 0
+        rows, real = [], 0
         for i in range(start, start + per_step):
             gh, gw = grids[i]
             scale = min(1.0, side / max(gh, gw))
-            t = _tokens(i, (max(1, round(gh * scale)), max(1, round(gw * scale))), rng, num_classes)
+            t = _tokens(i, (max(1, round(gh * scale)), max(1, round(gw * scale))), rng)
             real += len(t)
             canvas = np.zeros((side, side, P * P * 3), np.uint8)
-            pos = t.positions
-            canvas[pos[:, 1], pos[:, 2]] = t.patches
+            canvas[t.positions[:, 1], t.positions[:, 2]] = t.patches
             rows.append([Tokens(t.key, canvas.reshape(BUDGET, -1), grid_positions(1, side, side), (1, side, side),
-                                t.label, {"real_tokens": len(t)})])
+                                t.label)])
         b = collate(rows, BUDGET, 1)
         b.info["real_tokens"] = real
         out.append(b)
-        if len(out) >= max_batches:
+        if len(out) >= limit:
             break
     return out
 
 
-def time_training(model: NaViT, batches, steps: int, device: torch.device, bf16: bool) -> dict:
-    model.to(device).train()
+def time_training(model: NaViT, batches, steps: int) -> float:
+    """Fastest training-step time in seconds (AdamW, fwd + bwd + update)."""
+    model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    batches = [b.to(device) for b in batches]
-    ctx = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if device.type == "cuda" and bf16 else None
 
     def step(b):
-        if ctx:
-            with ctx():
-                logits = model(b)
-        else:
-            logits = model(b)
-        loss = NaViT.loss(logits, b.labels)
+        loss = NaViT.loss(model(b), b.labels)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
 
-    for b in batches[:2]:  # warm-up (and compilation on CUDA)
+    for b in batches[:2]:
         step(b)
-    times, images, tokens = [], [], []
+    times = []
     for i in range(steps):
-        b = batches[i % len(batches)]
-        if device.type == "cuda":
-            torch.cuda.synchronize()
         t0 = time.perf_counter()
-        step(b)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        step(batches[i % len(batches)])
         times.append(time.perf_counter() - t0)
-        images.append(int((b.labels >= 0).sum()))
-        tokens.append(int(b.info.get("real_tokens", b.num_tokens)))
-    # the fastest step: robust to other work on a shared machine (the step shape is fixed)
-    dt = float(np.min(times))
-    return {"images_per_s": np.mean(images) / dt, "tokens_per_s": np.mean(tokens) / dt, "step_s": dt}
+    return float(np.min(times))
 
 
-def train_flops(model: NaViT, batch) -> int:
-    model.train()
-    with FlopCounterMode(display=False) as fc:
-        NaViT.loss(model(batch), batch.labels).backward()
-    model.zero_grad(set_to_none=True)
-    return fc.get_total_flops()
+def make_model(args, tl=None, bound=None, attention="auto") -> NaViT:
+    torch.manual_seed(0)
+    return NaViT(NaViTConfig(patch_size=P, dim=args.dim, depth=args.depth, heads=args.heads, num_classes=NC,
+                             attention=attention, max_example_tokens=bound, token_learner=tl))
 
 
-def run(device: torch.device, args) -> None:
-    attention = "flex" if device.type == "cuda" else "sdpa"
-    batch = args.batch if device.type == "cpu" else args.batch * 8
-    grids = image_grids(20000 if device.type == "cuda" else 4000)
-    nc = 10
-
-    def model(tl=None):
-        torch.manual_seed(0)
-        return NaViT(NaViTConfig(patch_size=P, dim=args.dim, depth=args.depth, heads=args.heads, num_classes=nc,
-                                 attention=attention, token_learner=tl))
-
-    n = 10_000  # every batch of the stream: images and tokens per step are averaged over all of them
+def packed_vs_padded(args) -> None:
+    grids = image_grids(1500 if args.quick else 4000)
+    l, b = args.seq_len, args.batch
+    n = 10_000
     sets = {
-        "vit-square": square_batches(grids, batch, args.seq_len, nc, n),
-        "navit-nextfit": packed_batches(grids, batch, args.seq_len, "next-fit", nc, n),
-        "navit-packed": packed_batches(grids, batch, args.seq_len, "bfd", nc, n),
+        "vit-square": square_batches(grids, b, l, n),
+        "navit-nextfit": batches_of(pack_rows(grids, l, 64, "next-fit"), grids, b, l, 64, n),
+        "navit-packed": batches_of(pack_rows(grids, l, 64), grids, b, l, 64, n),
     }
-    print(f"\n== {device.type}: {attention} attention, {batch} x {args.seq_len} tokens per step, "
-          f"dim {args.dim} depth {args.depth} ==")
+    print(f"\n== packed NaViT vs padded ViT: {b} x {l} tokens per step, dim {args.dim} depth {args.depth}, "
+          f"attention auto (examples <= {BUDGET} tokens) ==")
     print(f"{'strategy':<15} {'img/step':>8} {'pad':>6} {'img/s':>9} {'tok/s':>9} {'img/s vs vit':>13} {'tok/s vs vit':>13}")
     base = None
     for name, bs in sets.items():
-        r = time_training(model(), bs[: args.steps + 2], args.steps, device, bf16=True)
-        per_step = float(np.mean([int((b.labels >= 0).sum()) for b in bs]))
-        real = float(np.mean([b.info.get("real_tokens", b.num_tokens) for b in bs]))
+        dt = time_training(make_model(args, bound=BUDGET), bs[: args.steps + 2], args.steps)
+        per_step = float(np.mean([int((x.labels >= 0).sum()) for x in bs]))
+        real = float(np.mean([x.info.get("real_tokens", x.num_tokens) for x in bs]))
         pad = 1 - real / (bs[0].batch_size * bs[0].seq_len)
-        r = {"images_per_s": per_step / r["step_s"], "tokens_per_s": real / r["step_s"]}
+        r = (per_step / dt, real / dt)
         base = base or r
-        print(f"{name:<15} {per_step:>8.1f} {pad:>6.1%} {r['images_per_s']:>9.1f} {r['tokens_per_s']:>9.0f} "
-              f"{r['images_per_s'] / base['images_per_s']:>12.2f}x {r['tokens_per_s'] / base['tokens_per_s']:>12.2f}x")
+        print(f"{name:<15} {per_step:>8.1f} {pad:>6.1%} {r[0]:>9.1f} {r[1]:>9.0f} "
+              f"{r[0] / base[0]:>12.2f}x {r[1] / base[1]:>12.2f}x")
 
-    packed = sets["navit-packed"]
-    plain, learned = model(), model(TokenLearnerConfig(num_tokens=8))
-    f0, f1 = train_flops(plain.to(device), packed[0].to(device)), train_flops(learned.to(device), packed[0].to(device))
-    t0 = time_training(plain, packed[: args.steps + 2], args.steps, device, bf16=True)
-    t1 = time_training(learned, packed[: args.steps + 2], args.steps, device, bf16=True)
-    print(f"TokenLearner (K=8 after {args.depth // 2} of {args.depth} blocks) on packed batches:")
-    print(f"  train FLOPs/step {f1 / 1e9:.2f} G vs {f0 / 1e9:.2f} G without: {f1 / f0:.2f}x "
-          f"({1 - f1 / f0:.0%} saved)")
-    print(f"  step time {t1['step_s'] * 1e3:.0f} ms vs {t0['step_s'] * 1e3:.0f} ms without: "
-          f"{t1['step_s'] / t0['step_s']:.2f}x ({1 - t1['step_s'] / t0['step_s']:.0%} saved)")
+
+def uniform_rows(b: int, l: int, rng) -> tuple[list, int]:
+    per_row = l // 64
+    return [[_tokens(i * per_row + j, (8, 8), rng) for j in range(per_row)] for i in range(b)], per_row
+
+
+def mixed_rows(b: int, l: int, rng, large: int, e: int) -> tuple[list, int]:
+    rows, key = [], 0
+    for _ in range(b):
+        row, used = [], 0
+        for _ in range(large):
+            g = tuple(int(s) for s in rng.integers(12, 17, 2))
+            row.append(_tokens(key, g, rng))
+            used, key = used + g[0] * g[1], key + 1
+        while len(row) < e:
+            g = tuple(int(s) for s in rng.integers(3, 5, 2))
+            if used + g[0] * g[1] > l:
+                break
+            row.append(_tokens(key, g, rng))
+            used, key = used + g[0] * g[1], key + 1
+        rows.append(row)
+    return rows, e
+
+
+def learned_padding(batch, k: int, e: int) -> float:
+    lay = learned_layout(batch.segment_ids, batch.positions, batch.grids, k, 1, k * e)
+    return float((lay.segment_ids == 0).float().mean())
+
+
+def token_learner_savings(args) -> None:
+    k, l, b = 8, args.tl_seq_len, args.batch
+    rng = np.random.default_rng(3)
+    kinds = {"uniform": uniform_rows(b, l, rng), "mixed": mixed_rows(b, l, rng, max(1, l // 512), l // 32)}
+    print(f"\n== TokenLearner (K={k} after {args.depth // 2} of {args.depth} blocks) vs none: {b} x {l} tokens, "
+          f"learned length K * max_per_seq per row, attention auto (examples <= 256 tokens) ==")
+    print(f"{'rows':<8} {'ex/row':>6} {'tok pad':>7} {'learned':>8} {'lrn pad':>7} {'GFLOP none':>10} {'GFLOP TL':>9} "
+          f"{'FLOP saved':>10} {'ms none':>8} {'ms TL':>7} {'time saved':>10} {'time/FLOP':>9}")
+    for name, (rows, e) in kinds.items():
+        batch = collate(rows, l, e)
+        batches = [batch] * 3
+        tl = TokenLearnerConfig(num_tokens=k)
+        plain, learned = make_model(args, bound=256), make_model(args, tl, bound=256)
+        f0, f1 = train_flops(plain, batch)["total"], train_flops(learned, batch)["total"]
+        t0, t1 = time_training(plain, batches, args.steps), time_training(learned, batches, args.steps)
+        fs, ts = 1 - f1 / f0, 1 - t1 / t0
+        ex = float((batch.labels >= 0).sum(1).float().mean())
+        print(f"{name:<8} {ex:>6.1f} {batch.padding_fraction:>7.1%} {k * e:>8} {learned_padding(batch, k, e):>7.1%} "
+              f"{f0 / 1e9:>10.2f} {f1 / 1e9:>9.2f} {fs:>10.1%} {t0 * 1e3:>8.0f} {t1 * 1e3:>7.0f} {ts:>10.1%} "
+              f"{ts / fs:>9.2f}")
+    # the same learned layout over rows of a realistic packed stream (mixed sizes, BFD, max_per_seq caps)
+    sizes = [(int(s), int(s)) if rng.random() < 0.12 else (int(t), int(t)) for s, t in
+             zip(rng.integers(12, 17, 3000), rng.integers(2, 6, 3000))]
+    for e in (16, 32):
+        prow = pack_rows(sizes, l, e)[:64]
+        counts = np.array([len(r) for r in prow])
+        tok = np.array([sum(sizes[h][0] * sizes[h][1] for h in r) for r in prow])
+        print(f"  packed stream, max_per_seq={e}: {counts.mean():.1f} examples/row, token padding "
+              f"{1 - tok.mean() / l:.1%}, learned padding {1 - counts.mean() / e:.1%}")
+
+
+PROBE = r"""
+import json, resource, sys, time, gc
+import numpy as np, torch
+from patchpack.model import NaViT, NaViTConfig, TokenLearnerConfig
+attention, tl, b, l, threads = sys.argv[1], sys.argv[2] == "tl", int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+torch.set_num_threads(threads)
+rng = np.random.default_rng(0)
+e, p = 64, 16
+seg = torch.zeros(b, l, dtype=torch.int32); pos = torch.zeros(b, l, 3, dtype=torch.int32)
+grids = torch.zeros(b, e, 3, dtype=torch.int32); labels = torch.full((b, e), -1)
+for r in range(b):
+    o = j = 0
+    while j < e:
+        h, w = (int(v) for v in rng.integers(4, 17, 2))
+        if o + h * w > l:
+            break
+        seg[r, o:o + h * w] = j + 1
+        yy, xx = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
+        pos[r, o:o + h * w, 1] = torch.from_numpy(yy.ravel()); pos[r, o:o + h * w, 2] = torch.from_numpy(xx.ravel())
+        grids[r, j] = torch.tensor([1, h, w]); labels[r, j] = int(rng.integers(0, 10)); o += h * w; j += 1
+patches = torch.from_numpy(rng.integers(0, 256, (b, l, p * p * 3), dtype=np.uint8))
+torch.manual_seed(0)
+model = NaViT(NaViTConfig(patch_size=p, dim=128, depth=4, heads=4, num_classes=10, attention=attention,
+                          max_example_tokens=256, token_learner=TokenLearnerConfig(num_tokens=8) if tl else None)).train()
+gc.collect()
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+t0 = time.perf_counter()
+NaViT.loss(model(patches, seg, pos, grids), labels).backward()
+dt = time.perf_counter() - t0
+print(json.dumps({"mb": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024, "s": dt}))
+"""
+
+
+def peak_memory(args) -> None:
+    b, l = (2, 2048) if args.quick else (8, 4096)
+    learners = ("none",) if args.quick else ("none", "tl")
+    print(f"\n== peak memory of one training step (fwd + bwd), B={b}, L={l}, dim 128 depth 4, fresh process each ==")
+    res = {}
+    for attention in ("sdpa", "window"):
+        for tl in learners:
+            out = subprocess.run([sys.executable, "-c", PROBE, attention, tl, str(b), str(l), str(args.threads)],
+                                 capture_output=True, text=True, check=True)
+            res[attention, tl] = json.loads(out.stdout.strip().splitlines()[-1])
+    for tl in learners:
+        d, w = res["sdpa", tl], res["window", tl]
+        print(f"  {'TokenLearner' if tl == 'tl' else 'no learner':<13} dense sdpa mask: +{d['mb']:.0f} MB {d['s']:.1f} s"
+              f"   window: +{w['mb']:.0f} MB {w['s']:.1f} s   memory {w['mb'] / max(1.0, d['mb']):.2f}x, time {w['s'] / d['s']:.2f}x")
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--steps", type=int, default=8)
-    p.add_argument("--batch", type=int, default=4, help="rows per step on CPU (x8 on CUDA)")
-    p.add_argument("--seq-len", type=int, default=256)
+    p.add_argument("--quick", action="store_true", help="small sizes for CI (well under a minute on 2 cores)")
+    p.add_argument("--steps", type=int, default=None, help="timed steps per measurement (default 6; 2 with --quick)")
+    p.add_argument("--batch", type=int, default=4, help="rows per step")
+    p.add_argument("--seq-len", type=int, default=256, help="L for packed vs padded")
+    p.add_argument("--tl-seq-len", type=int, default=None, help="L for the TokenLearner rows (default 1024; 512 quick)")
     p.add_argument("--dim", type=int, default=128)
     p.add_argument("--depth", type=int, default=4)
     p.add_argument("--heads", type=int, default=4)
+    p.add_argument("--threads", type=int, default=1, help="torch threads (1: steadier timings on a shared machine)")
     args = p.parse_args()
-    run(torch.device("cpu"), args)
-    if torch.cuda.is_available():
-        run(torch.device("cuda"), args)
-    else:
-        print("\n== cuda: skipped: no CUDA ==")
+    args.steps = args.steps or (2 if args.quick else 6)
+    args.tl_seq_len = args.tl_seq_len or (512 if args.quick else 1024)
+    torch.set_num_threads(args.threads)
+    packed_vs_padded(args)
+    token_learner_savings(args)
+    peak_memory(args)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,16 @@ ERROR_KINDS = {
     "bad-label": "label member present but not parseable",
     "oversize": "more tokens than the sequence length (oversize='skip')",
     "shard": "the shard itself could not be read (missing, truncated tar)",
+    "bad-header": "damaged tar header (checksum or field); the reader resynchronised on the next valid header",
+    "link": "symlink or hard-link member or file; links are never followed",
+    "special-file": "FIFO, device, directory or other non-regular member or file; never read",
+    "sparse": "GNU sparse tar member; its claimed size is never materialised",
+    "oversize-member": "tar member or folder file larger than max_member_bytes; never read",
+    "bad-name": "member name that cannot be used as a key (empty, NUL)",
+    "meta-member": "tar member named like webdataset metadata (__name__); not a sample, not read",
+    "bad-row": "patchpack shard row inconsistent with itself or the budget (token count, grid, dtype)",
+    "checksum": "shard bytes differ from the manifest's sha256",
+    "failed": "an exception no stage typed, caught so the stream goes on (type and message in the record)",
 }
 
 ERROR_POLICIES = ("record", "raise")

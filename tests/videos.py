@@ -32,6 +32,15 @@ def frame_pattern(index: int, height: int, width: int) -> np.ndarray:
     return np.repeat((cells * 255)[:, :, None], 3, axis=2)
 
 
+def stored_pattern(index: int, height: int, width: int, rotation: int = 0, hflip: bool = False) -> np.ndarray:
+    """The stored frame that a player shows as ``frame_pattern(index, height, width)`` once it
+    turns it ``rotation`` degrees counter-clockwise and then mirrors it (``hflip``)."""
+    shown = frame_pattern(index, height, width)
+    if hflip:
+        shown = shown[:, ::-1]
+    return np.ascontiguousarray(np.rot90(shown, -(rotation // 90)))
+
+
 def read_index(frame: np.ndarray) -> int:
     """The index drawn by :func:`frame_pattern`, from a possibly lossy or resized frame."""
     h, w = frame.shape[:2]
@@ -63,12 +72,17 @@ def encode_video(
     options: dict | None = None,
     container_options: dict | None = None,
     audio: bool = False,
+    rotation: int = 0,
+    hflip: bool = False,
 ) -> bytes:
     """Encode frames ``0..num_frames-1`` (each showing its index) and return the file bytes.
 
     ``pts_ms`` gives each frame's presentation time in milliseconds (variable frame
     rate). ``gop`` is the key-frame interval. MP4 with ``movflags=faststart`` goes
-    through a temporary file (the muxer re-reads its output).
+    through a temporary file (the muxer re-reads its output). ``rotation`` (degrees
+    counter-clockwise, a multiple of 90) and ``hflip`` (mirror after turning) are written
+    as the stream's display matrix, with frames stored so that, displayed, frame ``i`` is
+    ``frame_pattern(i, height, width)`` (stored ``width x height`` for 90 and 270).
     """
     opts = dict(options or {})
     if codec == "libx264":
@@ -86,7 +100,11 @@ def encode_video(
     try:
         with av.open(target, "w", format=fmt, options=container_options or {}) as c:
             s = c.add_stream(codec, rate=fps, options=opts)
-            s.width, s.height, s.pix_fmt = width, height, pix_fmt
+            turned = rotation % 180 == 90
+            s.width, s.height = (height, width) if turned else (width, height)
+            s.pix_fmt = pix_fmt
+            if rotation % 360 or hflip:
+                s.set_display_rotation(rotation, hflip=hflip)
             if gop is not None:
                 s.codec_context.gop_size = gop
             if pts_ms is not None:
@@ -97,7 +115,7 @@ def encode_video(
             if audio:
                 a = c.add_stream("aac", rate=16000)
             for i in range(num_frames):
-                f = av.VideoFrame.from_ndarray(frame_pattern(i, height, width), format="rgb24")
+                f = av.VideoFrame.from_ndarray(stored_pattern(i, height, width, rotation, hflip), format="rgb24")
                 if pts_ms is not None:
                     f.pts, f.time_base = int(pts_ms[i]), Fraction(1, 1000)
                 for p in s.encode(f):

@@ -1,10 +1,10 @@
-"""Image decoding with Pillow in two steps: header probe, then pixels at the fitted size.
+"""Image decoding with Pillow in two steps: header facts, then pixels at a given size.
 
-:func:`probe_image` opens the image lazily (Pillow reads only the header), applies the
-EXIF orientation to the size and asks :func:`patchpack.fit.fit` for the output size,
-so the packer can place the example before any pixel is decoded.
+:func:`read_image_header` opens the image lazily (Pillow reads only the header) and
+applies the EXIF orientation to the size; :mod:`patchpack.fit` decides the output size
+from it, so the packer can place the example before any pixel is decoded.
 
-:func:`materialize_image` decodes at exactly ``probe.size``:
+:func:`materialize_image` decodes at exactly ``plan.size``:
 
 1. ``Image.draft()`` toward the fitted size (JPEG: the decoder scales the DCT by
    1/2, 1/4 or 1/8, never below the fitted size), then the full decode;
@@ -26,18 +26,19 @@ from __future__ import annotations
 
 import contextlib
 import io
-import warnings
+import threading
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from ..augment.geometric import CropBox, stored_box
 from ..errors import SampleError
-from ..fit import FitConfig, fit
-from . import Probe
+from .header import Header
+from .png_bands import decode_png_reduced
 
-__all__ = ["ImageConfig", "probe_image", "materialize_image", "IMAGE_EXTS", "RESAMPLE"]
+__all__ = ["ImageConfig", "read_image_header", "materialize_image", "IMAGE_EXTS", "RESAMPLE"]
 
 #: Member extensions treated as images.
 IMAGE_EXTS = frozenset(
@@ -109,17 +110,31 @@ class ImageConfig:
             raise ValueError("reducing_gap must be >= 1.0 or None")
 
 
+_LIMIT_LOCK = threading.Lock()
+_limit_users = 0  # decodes inside _bomb_limit, over all threads
+_limit_saved: int | None = None
+
+
 @contextlib.contextmanager
 def _bomb_limit(cfg: ImageConfig) -> Iterator[None]:
-    """Apply ``cfg.max_pixels`` instead of Pillow's global limit while opening."""
-    saved = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = None  # checked explicitly against cfg.max_pixels
+    """Apply ``cfg.max_pixels`` instead of Pillow's global limit while opening.
+
+    Pillow's limit is one global: it is lifted while any thread decodes and put back when
+    the last one finishes (with the limit off, Pillow neither warns nor raises).
+    """
+    global _limit_users, _limit_saved
+    with _LIMIT_LOCK:
+        if _limit_users == 0:
+            _limit_saved = Image.MAX_IMAGE_PIXELS
+            Image.MAX_IMAGE_PIXELS = None  # checked explicitly against cfg.max_pixels
+        _limit_users += 1
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            yield
+        yield
     finally:
-        Image.MAX_IMAGE_PIXELS = saved
+        with _LIMIT_LOCK:
+            _limit_users -= 1
+            if _limit_users == 0:
+                Image.MAX_IMAGE_PIXELS = _limit_saved
 
 
 def _classify(exc: BaseException, data: bytes) -> str:
@@ -170,21 +185,16 @@ def _orientation(im: Image.Image, cfg: ImageConfig) -> int:
     return value if 1 <= value <= 8 else 1
 
 
-def probe_image(
-    data: bytes, fit_cfg: FitConfig, cfg: ImageConfig | None = None, rng: np.random.Generator | None = None
-) -> Probe:
-    """Read the header of an encoded image and decide its fitted size.
+def read_image_header(data: bytes, cfg: ImageConfig | None = None) -> Header:
+    """Read the header of an encoded image (Pillow opens lazily: no pixel decode).
 
     Args:
         data: the encoded file (JPEG, PNG, WebP, GIF, BMP, TIFF, ...).
-        fit_cfg: the resolution policy.
         cfg: decode options (bomb limit, orientation handling).
-        rng: generator for sampled fit modes.
 
     Returns:
-        A :class:`Probe` with ``kind="image"``, ``source_size`` after EXIF rotation,
-        the fitted ``size`` and ``grid = (1, H/p, W/p)``. ``info`` holds ``format``,
-        ``mode``, ``orientation`` and the stored (unrotated) size.
+        A :class:`Header` with ``kind="image"``, ``source_size`` after EXIF rotation and
+        ``info`` holding ``format``, ``mode``, ``orientation`` and the stored (unrotated) size.
 
     Raises:
         SampleError: ``empty``, ``not-media``, ``corrupt``, ``truncated`` or ``too-large``.
@@ -194,34 +204,83 @@ def probe_image(
     w, h = im.size
     orient = _orientation(im, cfg)
     src = (w, h) if orient >= 5 else (h, w)  # (height, width) as displayed
-    fh, fw = fit(src[0], src[1], fit_cfg, rng)
-    p = fit_cfg.patch_size
     info = {"format": im.format, "mode": im.mode, "orientation": orient, "stored_size": [h, w]}
-    return Probe("image", (int(src[0]), int(src[1])), (fh, fw), (1, fh // p, fw // p), [], info)
+    return Header("image", (int(src[0]), int(src[1])), info)
 
 
-def _to_8bit(im: Image.Image) -> Image.Image:
-    """High bit-depth single-channel modes -> ``L`` by rescaling, not clamping."""
-    a = np.asarray(im)
+#: pixels per strip when wide modes are rescaled (bounds the float64 temporaries to ~8 MB)
+_STRIP_PIXELS = 1 << 20
+
+
+def _wide_strips(im: Image.Image, rows: int) -> Iterator[np.ndarray]:
+    w, h = im.size
+    for y in range(0, h, rows):
+        yield np.asarray(im.crop((0, y, w, min(h, y + rows))))
+
+
+def _to_8bit(im: Image.Image, reduce: int = 1) -> Image.Image:
+    """High bit-depth single-channel modes -> ``L`` by rescaling, not clamping (``I;16*``: ``v * 255 / 65535``;
+    ``I``: over ``max(65535, peak)``; ``F``: ``[0, 1]`` scaled, else clipped to ``[0, 255]``), box-averaged
+    by ``reduce`` first. Works in strips of rows, so no full-size wide (int64/float64) copy exists."""
+    w, h = im.size
+    k = max(1, int(reduce))
+    rows = max(k, _STRIP_PIXELS // max(w, 1) // k * k)
     if im.mode == "F":
-        a = a.astype(np.float64)
-        a = np.nan_to_num(a, nan=0.0, posinf=255.0, neginf=0.0)
-        scale = 255.0 if a.size and a.max() <= 1.0 else 1.0
-        out = np.clip(np.rint(a * scale), 0, 255)
+        peak = max((float(np.nan_to_num(s, nan=0.0, posinf=255.0, neginf=0.0).max(initial=0.0))
+                    for s in _wide_strips(im, rows)), default=0.0)
+        scale = 255.0 if peak <= 1.0 else 1.0
     else:  # I;16, I;16B, I;16L, I (PNG 16-bit greyscale decodes to I or I;16)
-        a = a.astype(np.int64)
-        peak = 65535 if (not a.size or a.max() <= 65535) else int(a.max())
-        out = np.clip(np.rint(a.astype(np.float64) * (255.0 / peak)), 0, 255)
-    return Image.fromarray(out.astype(np.uint8))
+        peak = 65535 if im.mode.startswith("I;16") else max(
+            65535, max((int(s.max(initial=0)) for s in _wide_strips(im, rows)), default=0))
+        scale = 255.0 / peak
+    out = np.empty((-(-h // k), -(-w // k)), np.uint8)
+    cols = np.arange(0, w, k)
+    col_n = np.minimum(k, w - cols)
+    y = 0
+    for strip in _wide_strips(im, rows):
+        a = strip.astype(np.float64)
+        if im.mode == "F":
+            a = np.nan_to_num(a, nan=0.0, posinf=255.0, neginf=0.0)
+        if k > 1:
+            starts = np.arange(0, len(a), k)
+            a = np.add.reduceat(np.add.reduceat(a, starts, axis=0), cols, axis=1)
+            a /= np.minimum(k, len(strip) - starts)[:, None] * col_n[None, :]
+        out[y // k : y // k + len(a)] = np.clip(np.rint(a * scale), 0, 255)
+        y += len(strip)
+    return Image.fromarray(out)
 
 
-def _normalise_mode(im: Image.Image) -> Image.Image:
-    """Return an ``RGB``, ``L`` or ``RGBA`` image (``RGBA`` only when there is alpha)."""
+def _wide_reduce(im: Image.Image, request: tuple[int, int], cfg: ImageConfig) -> int:
+    """Box factor for a wide-mode image decoded at ``im.size`` and wanted at ``request`` (w, h):
+    what ``resize(reducing_gap=...)`` would reduce by first; 1 without a reducing gap."""
+    if not cfg.reducing_gap or not (im.mode in ("I", "F") or im.mode.startswith("I;16")):
+        return 1
+    scale = min(im.size[0] / max(request[0], 1), im.size[1] / max(request[1], 1))
+    return max(1, int(scale // cfg.reducing_gap))
+
+
+#: PNGs of at least this many pixels are decoded in bands when downscaled (:mod:`.png_bands`)
+_BANDED_PIXELS = 16 * 2**20
+
+
+def _png_in_bands(data: bytes, im: Image.Image, request: tuple[int, int], cfg: ImageConfig) -> Image.Image | None:
+    """A large still PNG decoded band by band and box-reduced by what ``resize(reducing_gap=...)``
+    would reduce by first, or ``None`` (then it is decoded whole)."""
+    if (im.format != "PNG" or not cfg.reducing_gap or im.size[0] * im.size[1] < _BANDED_PIXELS
+            or getattr(im, "n_frames", 1) > 1):
+        return None
+    k = int(min(im.size[0] / max(request[0], 1), im.size[1] / max(request[1], 1)) // cfg.reducing_gap)
+    return decode_png_reduced(data, k, _to_8bit) if k >= 2 else None
+
+
+def _normalise_mode(im: Image.Image, reduce: int = 1) -> Image.Image:
+    """Return an ``RGB``, ``L`` or ``RGBA`` image (``RGBA`` only when there is alpha); wide
+    single-channel modes are box-reduced by ``reduce`` while they are rescaled."""
     mode = im.mode
     if mode in ("RGB", "L", "RGBA"):
         return im
     if mode in ("I", "F") or mode.startswith("I;16"):
-        return _to_8bit(im)
+        return _to_8bit(im, reduce)
     if mode in ("LA", "La", "PA", "RGBa", "RGBX"):
         return im.convert("RGBA") if mode != "RGBX" else im.convert("RGB")
     if mode == "P":
@@ -231,30 +290,68 @@ def _normalise_mode(im: Image.Image) -> Image.Image:
     return im.convert("RGB")  # CMYK, YCbCr, LAB, HSV, ...
 
 
-def materialize_image(data: bytes, probe: Probe, cfg: ImageConfig | None = None) -> np.ndarray:
-    """Decode ``data`` to uint8 ``[1, H, W, 3]`` with ``(H, W) = probe.size``.
+def _crop_of(plan: Any, stored: tuple[int, int], orient: int):
+    """``(box in stored pixels (l, t, r, b), stored (w, h), flip)`` of an augmentation crop in
+    ``plan.info["crop"]`` (displayed orientation), or ``None`` for the whole image unflipped."""
+    raw = plan.info.get("crop")
+    if raw is None:
+        return None
+    box = CropBox.from_list(raw)
+    h, w = (stored[0], stored[1]) if orient >= 5 else (stored[1], stored[0])  # displayed size
+    if box.is_identity(h, w):
+        return None
+    return stored_box(box, h, w, orient), stored, box.flip
+
+
+def _draft_request(size: tuple[int, int], box, target: tuple[int, int]) -> tuple[int, int]:
+    """The whole-image size to ``draft()`` toward so that the box still covers ``target``."""
+    bw, bh = max(box[2] - box[0], 1), max(box[3] - box[1], 1)
+    return -(-size[0] * target[0] // bw), -(-size[1] * target[1] // bh)
+
+
+def _scaled_box(box, stored: tuple[int, int], size: tuple[int, int]) -> tuple[float, float, float, float]:
+    """``box`` (stored pixels) in an image drafted from ``stored`` to ``size`` (JPEG DCT scale 1/k)."""
+    kx = max(1, round(stored[0] / size[0]))
+    ky = max(1, round(stored[1] / size[1]))
+    return (min(box[0] / kx, size[0]), min(box[1] / ky, size[1]), min(box[2] / kx, size[0]),
+            min(box[3] / ky, size[1]))
+
+
+def materialize_image(data: bytes, plan: Any, cfg: ImageConfig | None = None) -> np.ndarray:
+    """Decode ``data`` to uint8 ``[1, H, W, 3]`` with ``(H, W) = plan.size`` (a :class:`patchpack.fit.Plan`).
 
     Raises:
         SampleError: ``empty``, ``not-media``, ``corrupt``, ``truncated``, ``too-large``.
     """
     cfg = cfg or ImageConfig()
     im = _open(data, cfg)
-    out_h, out_w = probe.size
-    orient = int(probe.info.get("orientation", 1)) if cfg.exif_orientation else 1
+    out_h, out_w = plan.size
+    orient = int(plan.info.get("orientation", 1)) if cfg.exif_orientation else 1
     # target in stored (unrotated) orientation, as PIL (width, height)
     target = (out_h, out_w) if orient >= 5 else (out_w, out_h)
+    crop = _crop_of(plan, im.size, orient)
     try:
         if getattr(im, "n_frames", 1) > 1:
             im.seek(0)
+        request = target if crop is None else _draft_request(im.size, crop[0], target)
         if cfg.draft and im.format == "JPEG":
-            im.draft(None, target)
-        with _bomb_limit(cfg):
-            im.load()
-        im = _normalise_mode(im)
-        if im.size != target:
+            im.draft(None, request)
+        banded = _png_in_bands(data, im, request, cfg)
+        if banded is not None:
+            im = banded
+        else:
+            with _bomb_limit(cfg):
+                im.load()
+        im = _normalise_mode(im, _wide_reduce(im, request, cfg))
+        if crop is not None:  # crop before the resize; the box follows any draft downscale
+            im = im.resize(target, RESAMPLE[cfg.resample], box=_scaled_box(crop[0], crop[1], im.size),
+                           reducing_gap=cfg.reducing_gap)
+        elif im.size != target:
             im = im.resize(target, RESAMPLE[cfg.resample], reducing_gap=cfg.reducing_gap)
         if orient in _TRANSPOSE:
             im = im.transpose(_TRANSPOSE[orient])
+        if crop is not None and crop[2]:
+            im = im.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
         if im.mode == "RGBA":
             bg = Image.new("RGBA", im.size, (*(int(c) for c in cfg.background), 255))
             im = Image.alpha_composite(bg, im).convert("RGB")

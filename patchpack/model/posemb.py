@@ -3,8 +3,11 @@
 Each axis is embedded on its own and the axis embeddings are combined (NaViT
 §3.1 "factorized & fractional positional embeddings"). Kinds (``PosEmbConfig.kind``):
 
-* ``"learned"``: a learned table per axis indexed by the absolute grid position
-  (positions beyond ``max_size - 1`` use the last row).
+* ``"learned"``: a learned table per axis indexed by the absolute grid position.
+  The default tables (``max_size = (16, 256, 256)``) cover every side the default
+  fitter can produce (a side is at most the patch budget, 256, for a 1-patch-wide
+  image); a position beyond a table fails a device-side check with a hint, never
+  silently sharing the last row.
 * ``"fractional"``: a learned table per axis indexed by the fractional position
   ``(pos + 0.5) / size`` (``size`` = the example's grid size on that axis),
   quantised to ``buckets`` bins, so every resolution spans the whole table.
@@ -27,6 +30,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .segments import check
+
 __all__ = ["PosEmbConfig", "FactorizedPosEmb", "token_grid_sizes", "KINDS", "COMBINES"]
 
 KINDS = ("learned", "fractional", "sinusoidal", "fourier", "none")
@@ -40,7 +45,8 @@ class PosEmbConfig:
     Attributes:
         kind: one of :data:`KINDS`.
         combine: one of :data:`COMBINES`.
-        max_size: ``(T, H, W)`` table sizes in tokens for ``learned``.
+        max_size: ``(T, H, W)`` table sizes in tokens for ``learned``; must cover the
+            loader's largest grid (time steps, and the fitter's patch budget per side).
         buckets: bins of the fractional coordinate for ``fractional``.
         num_frequencies: Fourier frequencies per axis (``fourier``).
         fourier_std: std of the initial frequencies (cycles per example side).
@@ -49,7 +55,7 @@ class PosEmbConfig:
 
     kind: str = "learned"
     combine: str = "sum"
-    max_size: tuple[int, int, int] = (16, 64, 64)
+    max_size: tuple[int, int, int] = (16, 256, 256)
     buckets: int = 32
     num_frequencies: int = 16
     fourier_std: float = 4.0
@@ -102,7 +108,10 @@ class _Axis(nn.Module):
 
     def forward(self, pos: torch.Tensor, size: torch.Tensor) -> torch.Tensor:
         if self.kind == "learned":
-            return self.table[pos.long().clamp(0, self.table.shape[0] - 1)]
+            rows = self.table.shape[0]
+            check(pos < rows, f"a token position is beyond the learned position table ({rows} rows on this axis); "
+                  "raise PosEmbConfig.max_size to the loader's largest grid (the fit patch budget per side)")
+            return self.table[pos.long().clamp(0, rows - 1)]
         if self.kind == "sinusoidal":
             return _sinusoid(pos, self.dim)
         frac = (pos.float() + 0.5) / size.float()

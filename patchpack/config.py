@@ -1,0 +1,320 @@
+"""The one config home: :class:`LoaderConfig` composes the fit, drop, pack, image and video sections.
+
+No torch here: preprocessing, the worker stream and the command line all read this config.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections import defaultdict
+from dataclasses import InitVar, dataclass, field, fields, replace
+from typing import Any
+
+from .augment import AugmentConfig
+from .decode import tubelet_of
+from .decode.image import ImageConfig
+from .drop import DropConfig
+from .errors import ERROR_POLICIES
+from .fit.image import FitConfig
+from .pack.config import PackConfig
+
+__all__ = ["LoaderConfig", "ConfigWarning", "largest_example", "budget_problem", "check_stored_shards"]
+
+
+class ConfigWarning(UserWarning):
+    """A configuration that runs but loses data (``seq_len`` below the largest example the
+    fit allows). The library warns; the command line refuses it."""
+
+
+@dataclass(frozen=True)
+class LoaderConfig:
+    """Everything the packed loader does, with its defaults.
+
+    Attributes:
+        fit: resolution policy (patch size ``p``, patch/pixel budget, sampling).
+        drop: token-drop policy (rate drawn per example).
+        pack: packing policy (sequence length ``L``, ``Emax``, buffer, age bound).
+        image: image decoding (background, bomb limit, resize filter).
+        video: a ``patchpack.decode.video.VideoConfig`` to accept video members
+            (images then become one tubelet of ``pt`` repeated frames); ``None``:
+            images only.
+        batch_size: packed sequences (rows) per batch.
+        max_per_seq: ``E``, examples per packed sequence, which is also the example slots
+            per row of a batch (``grids [B, E, 3]``). Setting it caps the packer too when
+            ``pack.max_per_seq`` is unset; ``None``: ``pack.max_per_seq``, or the batch's
+            largest row when that is ``None``. (Formerly ``max_examples``, still accepted
+            with a ``DeprecationWarning``.)
+        seed: seed of the shard shuffle and of every per-example generator.
+        shuffle_shards: shuffle the shard order each epoch (seeded by ``(seed, epoch)``).
+        epochs: epochs per pass over the loader (``None``: repeat forever). Each new
+            pass (``for batch in loader``) continues with the next epoch.
+        resampled: infinite stream of shards drawn with replacement per consumer
+            (no exactly-once; ``epochs`` is ignored).
+        training: draw drop rates (``False``: keep every token, as at evaluation).
+        progress_samples: samples in the whole training run, for the drop schedule:
+            progress = samples seen by this consumer * consumers / progress_samples
+            (``None``: progress 0).
+        errors: ``"record"`` (count, report and go on) or ``"raise"`` (debugging;
+            with workers the DataLoader re-raises it as ``RuntimeError``).
+        errors_path: JSONL file the main process appends error records to.
+        verify: how patchpack shards are checked against their manifest before use:
+            ``"sha256"`` (default: each shard hashed once per process and file version,
+            one extra sequential read of it), ``"size"`` or ``"none"``; a mismatch is a
+            ``checksum`` record and the shard is not used.
+        max_member_bytes: largest tar member or folder file read (bytes, checked before
+            reading; default 256 MiB); a larger one is an ``oversize-member`` record.
+        label_field: member holding the integer label: ``"cls"`` (text integer), or
+            ``"json:<name>"`` for a key of the ``json`` member. Missing -> label -1.
+        rank, world_size: override the distributed position (default:
+            ``torch.distributed`` when initialised, else ``RANK`` / ``WORLD_SIZE``).
+        augment: training-time augmentation (:class:`~patchpack.augment.AugmentConfig`;
+            ``True`` for its defaults). ``None`` (default): none, so evaluation, stats and
+            previews see the data as it is. Applied only while ``training``; the crop is
+            drawn from the header, so packing stays exact. Raw shards only: examples from
+            patchpack shards are already tokenized and pass unchanged.
+        decode_threads: threads per worker that decode, resize and tokenize a batch's
+            examples (default 1: none). Batches are the same for every value; ``N``
+            threads in one worker use ``N`` cores with one packer buffer.
+        packed_shards: what the loader does with ``preprocess --packed`` shards when every
+            source is one: ``"serve"`` (default) yields their stored rows as they are (no
+            repacking, their drop and packing kept); ``"repack"`` reads their examples and
+            packs them again with this config.
+    """
+
+    fit: FitConfig = field(default_factory=FitConfig)
+    drop: DropConfig = field(default_factory=DropConfig)
+    pack: PackConfig = field(default_factory=PackConfig)
+    image: ImageConfig = field(default_factory=ImageConfig)
+    video: Any | None = None
+    batch_size: int = 8
+    max_per_seq: int | None = None
+    seed: int = 0
+    shuffle_shards: bool = True
+    epochs: int | None = 1
+    resampled: bool = False
+    training: bool = True
+    progress_samples: int | None = None
+    errors: str = "record"
+    errors_path: str | None = None
+    verify: str = "sha256"
+    max_member_bytes: int = 256 * 2**20
+    label_field: str = "cls"
+    rank: int | None = None
+    world_size: int | None = None
+    augment: AugmentConfig | None = None
+    decode_threads: int = 1
+    packed_shards: str = "serve"
+    max_examples: InitVar[int | None] = None
+
+    def __post_init__(self, max_examples: int | None = None) -> None:
+        if max_examples is not None:
+            warnings.warn("LoaderConfig(max_examples=) is now max_per_seq=", DeprecationWarning, stacklevel=3)
+            if self.max_per_seq is None:
+                object.__setattr__(self, "max_per_seq", max_examples)
+        if self.max_per_seq is not None and self.pack.max_per_seq is None:
+            object.__setattr__(self, "pack", replace(self.pack, max_per_seq=self.max_per_seq))
+        if self.augment is True:
+            object.__setattr__(self, "augment", AugmentConfig())
+        elif self.augment is False:
+            object.__setattr__(self, "augment", None)
+        if self.augment is not None and not isinstance(self.augment, AugmentConfig):
+            raise TypeError(f"augment must be an AugmentConfig, True or None, got {type(self.augment).__name__}")
+        if self.batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        if self.errors not in ERROR_POLICIES:
+            raise ValueError(f"errors must be one of {ERROR_POLICIES}, got {self.errors!r}")
+        if self.epochs is not None and self.epochs < 1:
+            raise ValueError("epochs must be >= 1 or None")
+        if self.max_per_seq is not None and self.max_per_seq < 1:
+            raise ValueError("max_per_seq must be >= 1")
+        if self.max_per_seq is not None and self.pack.max_per_seq is not None and self.pack.max_per_seq > self.max_per_seq:
+            raise ValueError(f"pack.max_per_seq={self.pack.max_per_seq} exceeds max_per_seq={self.max_per_seq} "
+                             "(a row cannot hold more examples than it has slots)")
+        if self.verify not in ("sha256", "size", "none"):
+            raise ValueError(f"verify must be 'sha256', 'size' or 'none', got {self.verify!r}")
+        if self.max_member_bytes < 1:
+            raise ValueError("max_member_bytes must be >= 1")
+        if self.decode_threads < 1:
+            raise ValueError(f"decode_threads must be >= 1, got {self.decode_threads}")
+        if self.packed_shards not in ("serve", "repack"):
+            raise ValueError(f"packed_shards must be 'serve' or 'repack', got {self.packed_shards!r}")
+        if self.label_field != "cls" and not self.label_field.startswith("json:"):
+            raise ValueError("label_field must be 'cls' or 'json:<key>'")
+        problem = budget_problem(self)
+        if problem is not None:
+            warnings.warn(problem, ConfigWarning, stacklevel=3)
+
+    @property
+    def source_options(self) -> dict[str, Any]:
+        """Options the shard readers take (:func:`patchpack.sources.read_shard`)."""
+        return {"verify": self.verify, "max_member_bytes": self.max_member_bytes}
+
+    @property
+    def active_augment(self) -> AugmentConfig | None:
+        """The augmentation in effect: :attr:`augment` while ``training``, else ``None``."""
+        return self.augment if self.training else None
+
+    @property
+    def patch_size(self) -> int:
+        return self.fit.patch_size
+
+    @property
+    def tubelet(self) -> int:
+        return tubelet_of(self.video)
+
+    @property
+    def token_dim(self) -> int:
+        """``D = pt * p * p * 3``."""
+        return self.tubelet * self.patch_size**2 * 3
+
+    @property
+    def row_slots(self) -> int | None:
+        """``E`` used for batches: :attr:`max_per_seq`, else ``pack.max_per_seq`` (``None``: the batch's largest row)."""
+        return self.max_per_seq if self.max_per_seq is not None else self.pack.max_per_seq
+
+    def with_overrides(self, **overrides: Any) -> "LoaderConfig":
+        """A copy with fields replaced; sub-config fields by name (``seq_len=``,
+        ``patch_size=``, ``max_patches=``) or ``section__name`` (``image__max_pixels=``)."""
+        own = {f.name for f in fields(self)}
+        if "max_examples" in overrides:
+            warnings.warn("the max_examples option is now max_per_seq", DeprecationWarning, stacklevel=2)
+            overrides.setdefault("max_per_seq", overrides.pop("max_examples"))
+            overrides.pop("max_examples", None)
+        if "max_per_seq" in overrides:  # E is one concept: the packer's cap and the row's slots
+            overrides.setdefault("pack__max_per_seq", overrides["max_per_seq"])
+        top = {k: v for k, v in overrides.items() if k in own}
+        cfg = replace(self, **top) if top else self
+        sections = {"fit": cfg.fit, "drop": cfg.drop, "pack": cfg.pack, "image": cfg.image}
+        if cfg.video is not None:
+            sections["video"] = cfg.video
+        if cfg.augment is not None:
+            sections["augment"] = cfg.augment
+        nested: dict[str, dict[str, Any]] = defaultdict(dict)
+        for name, value in overrides.items():
+            if name in own:
+                continue
+            if "__" in name:
+                sec, _, sub = name.partition("__")
+                if sec not in sections or sub not in {f.name for f in fields(sections[sec])}:
+                    raise TypeError(f"unknown loader option {name!r}")
+                nested[sec][sub] = value
+                continue
+            owners = [s for s, obj in sections.items() if name in {f.name for f in fields(obj)}]
+            if not owners:
+                raise TypeError(f"unknown loader option {name!r}")
+            if len(owners) > 1:
+                raise TypeError(
+                    f"option {name!r} is ambiguous; use one of " + ", ".join(f"{s}__{name}" for s in owners)
+                )
+            nested[owners[0]][name] = value
+        if not nested:
+            return cfg
+        return replace(cfg, **{sec: replace(sections[sec], **kw) for sec, kw in nested.items()})
+
+
+# -- configuration traps -------------------------------------------------------------------------
+
+
+def largest_example(cfg: LoaderConfig) -> int | None:
+    """Most tokens one example can bring to the packer, or ``None`` when nothing bounds it.
+
+    Images: the per-frame patch budget. Videos: the budget times the tubelet steps of
+    ``video.frames`` (capped by ``video.max_tokens``); unbounded with ``frames=None`` and no
+    ``max_tokens``. A constant drop rate without a schedule is taken off (training only).
+    """
+    from .drop import keep_count
+
+    budget = cfg.fit.patch_budget
+    if budget is None:
+        return None
+    tokens = budget
+    video = cfg.video
+    if video is not None:
+        steps = None
+        if video.frames:
+            from .fit.video import round_frames
+
+            steps = round_frames(video.frames, video.tubelet, video.rounding) // video.tubelet
+        per_video = None if steps is None else steps * budget
+        if video.max_tokens is not None:
+            per_video = video.max_tokens if per_video is None else min(per_video, video.max_tokens)
+        if per_video is None:
+            return None
+        tokens = max(tokens, per_video)
+    d = cfg.drop
+    if cfg.training and d.kind == "constant" and d.schedule == "none":
+        tokens = keep_count(tokens, d.rate)
+    return tokens
+
+
+def budget_problem(cfg: LoaderConfig) -> str | None:
+    """Why examples the fit allows would be skipped as oversize (``pack.oversize="skip"``), or ``None``."""
+    n = largest_example(cfg)
+    if cfg.pack.oversize != "skip" or n is None or n <= cfg.pack.seq_len:
+        return None
+    what = f"max_patches={cfg.fit.patch_budget}"
+    if cfg.video is not None:
+        what += f" per frame, frames={cfg.video.frames}, tubelet={cfg.video.tubelet}"
+        if cfg.video.max_tokens is not None:
+            what += f", video max_tokens={cfg.video.max_tokens}"
+    return (f"seq_len={cfg.pack.seq_len} is below the largest example the fit allows ({n} tokens: {what}), "
+            f"so such examples would be skipped as oversize; raise seq_len to {n} or lower the budget")
+
+
+def _stored_budget(fit: dict, meta: dict) -> int | None:
+    p = int(fit.get("patch_size") or meta.get("patch_size") or 1)
+    caps = [int(fit["max_patches"])] if fit.get("max_patches") else []
+    if fit.get("max_pixels"):
+        caps.append(int(fit["max_pixels"]) // p**2)
+    return min(caps) if caps else None
+
+
+def check_stored_shards(urls, cfg: LoaderConfig) -> None:
+    """Refuse patchpack shards (``*.arrow``) that cannot serve ``cfg`` as stored.
+
+    Stored examples keep the grid they were fitted to when preprocessed; they are not
+    refitted (resampling stored pixels would no longer equal the online examples). So the
+    loader must ask for the shard's patch size and tubelet, and a patch budget at least the
+    one the shards were made with (a larger budget reads them as they are). The first shard
+    of each folder is checked (a folder holds one preprocessing run).
+
+    Raises:
+        ValueError: one line naming the shard's values and the loader's, and what to change.
+    """
+    import os
+
+    folders: set[str] = set()
+    for url in urls:
+        if not str(url).endswith(".arrow") or not os.path.isfile(url):
+            continue
+        folder = os.path.dirname(os.path.abspath(url))
+        if folder in folders:
+            continue
+        folders.add(folder)
+        from .storage.reader import read_shard_metadata
+
+        try:
+            meta = read_shard_metadata(url)
+        except Exception:  # an unreadable shard is the reader's record, not a config mistake
+            continue
+        where = os.path.dirname(url) or url
+        p, pt = int(meta.get("patch_size", 0)), int(meta.get("tubelet", 1))
+        if (p, pt) != (cfg.patch_size, cfg.tubelet):
+            raise ValueError(
+                f"{where}: the shards were made with patch size {p}, tubelet {pt}; this loader asks for "
+                f"patch size {cfg.patch_size}, tubelet {cfg.tubelet}: load them with patch_size={p}"
+                + (f" and a video tubelet of {pt}" if pt != cfg.tubelet else "")
+                + ", or preprocess the source shards again with the new values"
+            )
+        fit = (meta.get("config") or {}).get("fit")
+        if not isinstance(fit, dict):
+            continue  # written without its fit (a hand-made shard): its budget is unknown
+        stored, asked = _stored_budget(fit, meta), cfg.fit.patch_budget
+        if asked is not None and (stored is None or stored > asked):
+            made = f"a budget of {stored} patches per frame" if stored else "no patch budget"
+            load = f"max_patches={stored} or more" if stored else "max_patches=None"
+            raise ValueError(
+                f"{where}: the shards were made with {made}; this loader asks for max_patches={asked}, and "
+                f"stored examples are not refitted: load them with {load}, or preprocess the source shards "
+                f"again with max_patches={asked}"
+            )

@@ -1,0 +1,78 @@
+"""What preprocessing stores: :class:`PreprocessConfig` (the offline counterpart of the loader config)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..config import LoaderConfig
+from ..decode import tubelet_of
+from ..decode.image import ImageConfig
+from ..drop import DropConfig
+from ..fit import FitConfig
+from ..pack import PackConfig
+
+__all__ = ["PreprocessConfig", "ENGINES"]
+
+ENGINES = ("local", "ray")
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """What the offline shards hold.
+
+    Attributes:
+        fit: resolution policy (patch size, budget, sampled modes).
+        image: image decode options.
+        video: video decode options (a :class:`patchpack.decode.video.VideoConfig`);
+            ``None`` treats video members as unsupported.
+        seed: seeds every random choice (sampled resolutions, and with ``packed`` the
+            drop rates and dropped tokens). Each example uses the loader's generators
+            of epoch 0 (:func:`patchpack.rng.example_rng`), so the stored examples
+            are the ones the online loader makes in its first epoch.
+        label_field: ``"cls"`` (text integer member) or ``"json:<name>"`` (a key of the
+            ``json`` member), as for the loader; missing -> -1.
+        packed: store packed sequences instead of examples.
+        pack, drop: packing and dropping policy for ``packed`` shards.
+        rows_per_batch: Arrow record batch size in rows.
+    """
+
+    fit: FitConfig = field(default_factory=FitConfig)
+    image: ImageConfig = field(default_factory=ImageConfig)
+    video: Any = None
+    seed: int = 0
+    label_field: str = "cls"
+    packed: bool = False
+    pack: PackConfig = field(default_factory=PackConfig)
+    drop: DropConfig = field(default_factory=DropConfig)
+    rows_per_batch: int = 64
+
+    def __post_init__(self) -> None:
+        if self.label_field != "cls" and not self.label_field.startswith("json:"):
+            raise ValueError("label_field must be 'cls' or 'json:<key>'")
+
+    @property
+    def tubelet(self) -> int:
+        return tubelet_of(self.video)
+
+    @classmethod
+    def from_loader(cls, loader_cfg: LoaderConfig, **overrides: Any) -> "PreprocessConfig":
+        """The offline counterpart of a loader configuration (same fit, decode, labels, seed)."""
+        kw = dict(
+            fit=loader_cfg.fit, image=loader_cfg.image, video=loader_cfg.video, seed=loader_cfg.seed,
+            label_field=loader_cfg.label_field, pack=loader_cfg.pack, drop=loader_cfg.drop,
+        )
+        kw.update(overrides)
+        return cls(**kw)
+
+    def to_dict(self) -> dict:
+        """JSON-ready form (recorded in the manifest and the shard metadata)."""
+        d = dataclasses.asdict(self)
+        d["video"] = dataclasses.asdict(self.video) if dataclasses.is_dataclass(self.video) else self.video
+        if not self.packed:  # packing options do not affect example shards
+            d.pop("pack")
+            d.pop("drop")
+        return json.loads(json.dumps(d, default=list))
+

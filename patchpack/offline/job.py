@@ -1,0 +1,228 @@
+"""The unit of preprocessing work: one input shard -> one patchpack shard plus its error file.
+
+No torch: a preprocessing worker (local process or Ray task) imports only the sources,
+the per-example steps of :mod:`patchpack.pipeline.steps`, packing and the shard writer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from ..drop import drop_rate, drop_tokens, keep_count
+from ..errors import ErrorRecord, SampleError
+from ..fit import replay_fit_draw
+from ..pack import make_packer
+from ..pipeline.steps import probe_sample, sample_tokens
+from ..rng import DROP_STREAM, FIT_STREAM, example_rng
+from ..sources import Sample, read_shard
+from ..storage.manifest import ERRORS_DIR, SHARD_SUFFIX
+from ..storage.writer import ShardWriter
+from ..tokenize import Tokens
+from .config import PreprocessConfig
+
+__all__ = ["process_shard", "sample_to_tokens", "output_name", "atomic_write_text", "TMP_MARK", "merge_counts"]
+
+TMP_MARK = ".tmp-"
+#: Test hook, unset in normal use: ``"SHARD:EXAMPLES"`` makes the worker processing input shard
+#: number ``SHARD`` stop after writing ``EXAMPLES`` examples, wait until the manifest lists a
+#: finished shard, and SIGKILL its whole process group (driver and workers, like a lost machine).
+#: Tests use it to interrupt a run at a known point instead of racing a timer.
+KILL_AT_ENV = "PATCHPACK_TEST_KILL_AT"
+
+
+def _interrupt_here(task: dict, written: int) -> None:
+    """The :data:`KILL_AT_ENV` test hook (a no-op unless it names this shard and count)."""
+    spec = os.environ.get(KILL_AT_ENV)
+    if not spec:
+        return
+    shard, _, count = spec.partition(":")
+    if int(shard) != int(task["index"]) or int(count or 1) != written:
+        return
+    import signal
+
+    manifest = Path(task["out_dir"]) / "manifest.json"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # an event the driver writes: a finished shard in the manifest
+        try:
+            if json.loads(manifest.read_text(encoding="utf-8"))["shards"]:
+                break
+        except (OSError, ValueError, KeyError):
+            pass
+        time.sleep(0.01)
+    os.killpg(os.getpgrp(), signal.SIGKILL)
+
+
+def _shard_name(url: str) -> str:
+    base = url.rstrip("/").rsplit("/", 1)[-1].split("::")[0]
+    for ext in (".tar.gz", ".tgz", ".tar"):
+        if base.endswith(ext):
+            base = base[: -len(ext)]
+            break
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in base).strip(".") or "shard"
+    return safe[:80]
+
+
+def output_name(url: str) -> str:
+    """Deterministic output file name of an input shard: ``NAME-HASH.arrow``."""
+    digest = hashlib.sha1(url.encode()).hexdigest()[:8]
+    return f"{_shard_name(url)}-{digest}{SHARD_SUFFIX}"
+
+
+def sample_to_tokens(sample: Sample, cfg: PreprocessConfig, rng: np.random.Generator | None = None) -> Tokens:
+    """probe -> fit -> materialize -> tokenize one sample, no dropping.
+
+    ``rng`` drives sampled fit modes (default: the loader's epoch-0 generator of the key).
+    The same two steps as the loader's stream (:func:`patchpack.pipeline.steps.probe_sample`,
+    :func:`patchpack.pipeline.steps.sample_tokens`), so stored examples equal online ones.
+
+    Raises:
+        SampleError: for anything wrong with the sample (with its key and shard).
+    """
+    try:
+        if rng is None:
+            rng = example_rng(cfg.seed, 0, sample.key, FIT_STREAM)
+        name, pr, label = probe_sample(sample, cfg.fit, cfg.image, cfg.video, cfg.label_field, rng)
+        patches, positions = sample_tokens(sample.members[name], pr, cfg.image, cfg.video, cfg.fit.patch_size,
+                                           cfg.tubelet)
+    except SampleError as e:
+        e.key, e.shard = e.key or sample.key, e.shard or sample.shard
+        raise
+    except ValueError as exc:  # decoded pixels that do not tile
+        raise SampleError("corrupt", f"decoded pixels do not tile: {exc}", key=sample.key, shard=sample.shard,
+                          stage="tokenize") from None
+    except Exception as exc:  # an untyped failure on one sample must not stop the shard
+        raise SampleError("failed", f"{type(exc).__name__}: {str(exc)[:300]}", key=sample.key,
+                          shard=sample.shard, stage="decode") from None
+    meta = {"source_size": tuple(pr.source_size), "source_shard": sample.shard, "kind": pr.kind, "index": sample.index}
+    return Tokens(sample.key, patches, positions, tuple(pr.grid), label, meta)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}{TMP_MARK}{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _examples(url: str, cfg: PreprocessConfig, errors: list[ErrorRecord]) -> Iterator[tuple[Tokens, int]]:
+    """``(tokens, sample index)`` of one shard's good samples, in order; failures go to ``errors``."""
+    for rec in read_shard(url):
+        if isinstance(rec, ErrorRecord):
+            errors.append(rec)
+            continue
+        try:
+            yield sample_to_tokens(rec, cfg), rec.index
+        except SampleError as e:
+            errors.append(e.record(rec.key, url))
+
+
+def process_shard(task: dict) -> dict:
+    """Turn one input shard into one output shard plus its error file; returns its manifest entry.
+
+    ``task`` holds ``url``, ``index`` (position among the inputs), ``out_dir`` and
+    ``config`` (a :class:`PreprocessConfig`). This is the unit of work of both engines.
+    """
+    url, cfg = task["url"], task["config"]
+    out_dir = Path(task["out_dir"])
+    name = output_name(url)
+    started = time.perf_counter()
+    errors: list[ErrorRecord] = []
+    meta = {"config": cfg.to_dict(), "input": url}
+    writer = ShardWriter(
+        out_dir / name, "packed" if cfg.packed else "examples", patch_size=cfg.fit.patch_size,
+        tubelet=cfg.tubelet, channels=3, metadata=meta, rows_per_batch=cfg.rows_per_batch,
+    )
+    try:
+        stream = _examples(url, cfg, errors)
+        if cfg.packed:
+            _write_packed(stream, writer, cfg, url, errors)
+        else:
+            for written, (tok, _) in enumerate(stream, 1):
+                writer.write(tok)
+                _interrupt_here(task, written)
+        info = writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+    # every sample is an example or a sample-level record; records keyed by the shard are about the shard
+    samples = info.examples + sum(e.key != e.shard for e in errors)
+    err_name = f"{ERRORS_DIR}/{Path(name).stem}.jsonl"
+    (out_dir / ERRORS_DIR).mkdir(exist_ok=True)
+    atomic_write_text(out_dir / err_name, "".join(json.dumps(e.to_dict()) + "\n" for e in errors))
+    return {
+        "index": int(task["index"]),
+        "input": url,
+        "output": name,
+        "errors_file": err_name,
+        "samples": samples,
+        "examples": info.examples,
+        "rows": info.rows,
+        "tokens": info.tokens,
+        "errors": len(errors),
+        "error_kinds": _count(e.kind for e in errors),
+        "bytes": info.bytes,
+        "sha256": info.sha256,
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+
+
+def _count(kinds: Iterable[str]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for k in kinds:
+        out[k] = out.get(k, 0) + 1
+    return dict(sorted(out.items()))
+
+
+def merge_counts(dicts: Iterable[dict[str, int]]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for d in dicts:
+        for k, v in d.items():
+            out[k] = out.get(k, 0) + v
+    return dict(sorted(out.items()))
+
+
+def _rate_rng(cfg: PreprocessConfig, tok: Tokens) -> np.random.Generator:
+    """The loader's epoch-0 generator of ``tok`` as it stands after the fit: the same drop rate."""
+    rng = example_rng(cfg.seed, 0, tok.key, FIT_STREAM)
+    replay_fit_draw(tok.meta.get("kind", "image"), tok.meta["source_size"], cfg.fit, rng)
+    return rng
+
+
+def _write_packed(
+    stream: Iterator[tuple[Tokens, int]], writer: ShardWriter, cfg: PreprocessConfig, url: str,
+    errors: list[ErrorRecord],
+) -> None:
+    """Drop and pack one shard's examples into sequences; refused (oversize) examples become records."""
+    packer = make_packer(cfg.pack)
+    held: dict[int, tuple[Tokens, int]] = {}
+    rejected: list[ErrorRecord] = []  # reported after the shard's read errors
+
+    def emit(seqs) -> None:
+        for handle, length in seqs.rejected:
+            tok, _ = held.pop(handle)
+            rejected.append(ErrorRecord(tok.key, url, "pack", "oversize",
+                                        f"{length} tokens > seq_len={cfg.pack.seq_len} (oversize='skip')"))
+        for seq in seqs:
+            items = [held.pop(h) for h in seq.handles]
+            toks = [t if len(t) == n else Tokens(t.key, t.patches[:n], t.positions[:n], t.grid, t.label, t.meta)
+                    for (t, _), n in zip(items, seq.lengths)]  # oversize="truncate" cuts the tail
+            writer.write_sequence(toks, [src for _, src in items])
+
+    for tok, index in stream:
+        n = len(tok)
+        keep = keep_count(n, drop_rate(cfg.drop, n, _rate_rng(cfg, tok)))
+        idx = drop_tokens(n, keep, example_rng(cfg.seed, 0, tok.key, DROP_STREAM))
+        kept = Tokens(tok.key, tok.patches[idx], tok.positions[idx], tok.grid, tok.label, tok.meta)
+        held[index] = (kept, n)
+        emit(packer.push(index, keep))
+    emit(packer.flush())
+    errors.extend(rejected)

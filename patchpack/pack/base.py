@@ -1,0 +1,164 @@
+"""The packer contract: :class:`Packer` (base class and factory), :class:`Emitted`, the registry."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from .buffer import Bin
+from .config import PACKERS, OversizeError, PackConfig, PackedSequence
+
+__all__ = ["Packer", "Emitted", "register_packer", "make_packer", "packer_names"]
+
+
+class Emitted(list):
+    """What :meth:`Packer.push` / :meth:`Packer.flush` return: the completed sequences (a list of
+    :class:`PackedSequence`), and in ``rejected`` the ``(handle, length)`` of examples refused
+    under ``oversize="skip"`` by this call."""
+
+    __slots__ = ("rejected",)
+
+    def __init__(self, sequences: Any = (), rejected: Any = ()) -> None:
+        super().__init__(sequences)
+        self.rejected: list[tuple[Any, int]] = list(rejected)
+
+
+class Packer:
+    """A streaming packer: :meth:`push` examples, collect emitted sequences, :meth:`flush` at the end.
+
+    ``Packer(config)`` makes the packer registered for ``config.algorithm``. A new algorithm
+    subclasses :class:`Packer`, implements :meth:`_place` (and :meth:`flush` when it holds
+    examples back) and is registered with :func:`register_packer`.
+
+    >>> p = Packer(PackConfig(seq_len=8, buffer_size=4))
+    >>> out = [s for n in [5, 3, 4, 4, 8, 1] for s in p.push(n, n)] + p.flush()
+    >>> [s.lengths for s in out]
+    [[5, 3], [4, 4], [8], [1]]
+
+    ``size_of(handle)`` (set by :func:`make_packer`, optional) gives an example's size in
+    bytes; packers that buffer (``bfd``) then keep the held bytes under ``config.buffer_bytes``.
+
+    Attributes:
+        config: the packing policy.
+        truncated_tokens: tokens cut by ``oversize="truncate"``.
+        held_bytes: bytes of the examples held (0 without ``size_of``).
+    """
+
+    def __new__(cls, config: PackConfig | None = None, *args: Any, **kwargs: Any):
+        if cls is Packer:
+            cls = packer_class((config or PackConfig()).algorithm)
+        return super().__new__(cls)
+
+    def __init__(self, config: PackConfig | None = None) -> None:
+        self.config = config or PackConfig()
+        self.size_of: Callable[[Any], int] | None = None
+        self.held_bytes = 0
+        self.truncated_tokens = 0
+        self._arrivals = 0
+        self._open: list[Bin] = []  # open (or carried) sequences, oldest first
+
+    # -- public API -----------------------------------------------------------------
+    @property
+    def arrivals(self) -> int:
+        """Examples pushed so far (including rejected ones)."""
+        return self._arrivals
+
+    @property
+    def held(self) -> int:
+        """Examples currently held (in open sequences, and buffered where the algorithm buffers)."""
+        return sum(len(b.items) for b in self._open)
+
+    def push(self, handle: Any, length: int) -> Emitted:
+        """Add one example of ``length`` tokens; return the sequences this completes (and any rejection)."""
+        length = int(length)
+        arrival = self._arrivals
+        if length < 1 or length > self.config.seq_len:
+            packed = self._irregular(handle, length)
+            if packed == 0:
+                self._arrivals += 1
+                return Emitted((), [(handle, length)])
+            length = packed
+        self._arrivals = arrival + 1
+        return self._place(arrival, length, handle)
+
+    def flush(self) -> Emitted:
+        """Emit everything held (end of stream)."""
+        out = Emitted(self._emit(b) for b in self._open)
+        self._open = []
+        return out
+
+    def state_dict(self) -> dict:
+        """Everything needed to continue exactly (handles are stored as given)."""
+        return {
+            "arrivals": self._arrivals,
+            "buffer": [],
+            "open": [(b.free, b.oldest, list(b.items)) for b in self._open],
+            "truncated_tokens": self.truncated_tokens,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        size_of = self.size_of
+        self.__init__(self.config)
+        self.size_of = size_of
+        self._arrivals = int(state["arrivals"])
+        for free, oldest, items in state["open"]:
+            b = Bin(int(free), int(oldest))
+            b.items = [tuple(x) for x in items]
+            self._open.append(b)
+            if self.size_of is not None:
+                self.held_bytes += sum(self.size_of(x[2]) for x in b.items)
+        self.truncated_tokens = int(state["truncated_tokens"])
+
+    # -- for subclasses ---------------------------------------------------------------
+    def _place(self, arrival: int, length: int, handle: Any) -> Emitted:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _irregular(self, handle: Any, length: int) -> int:
+        """Length to pack for an example outside ``1..seq_len`` (0: refused, returned as rejected)."""
+        cfg = self.config
+        if length < 1:
+            raise ValueError(f"example {handle!r} has {length} tokens; every example needs at least one")
+        if cfg.oversize == "raise":
+            raise OversizeError(f"example {handle!r} has {length} tokens > seq_len={cfg.seq_len}")
+        if cfg.oversize == "skip":
+            return 0
+        self.truncated_tokens += length - cfg.seq_len
+        return cfg.seq_len
+
+    def _emit(self, b: Bin) -> PackedSequence:
+        arrivals, lengths, handles = zip(*b.items)
+        if self.size_of is not None:
+            self.held_bytes -= sum(self.size_of(h) for h in handles)
+        return PackedSequence(list(handles), list(lengths), list(arrivals), self._arrivals)
+
+    def _full(self, b: Bin) -> bool:
+        cap = self.config.max_per_seq
+        return b.free == 0 or (cap is not None and len(b.items) >= cap)
+
+
+def register_packer(name: str, cls: type) -> type:
+    """Make ``PackConfig(algorithm=name)`` use ``cls`` (a :class:`Packer` subclass); returns ``cls``."""
+    if not (isinstance(cls, type) and issubclass(cls, Packer)):
+        raise TypeError(f"a packer must subclass patchpack.pack.Packer, got {cls!r}")
+    PACKERS[name] = cls
+    return cls
+
+
+def packer_names() -> list[str]:
+    """Registered algorithm names."""
+    return sorted(PACKERS)
+
+
+def packer_class(name: str) -> type:
+    try:
+        return PACKERS[name]
+    except KeyError:
+        raise ValueError(f"unknown packing algorithm {name!r}; registered: {packer_names()}") from None
+
+
+def make_packer(config: PackConfig | None = None, size_of: Callable[[Any], int] | None = None) -> Packer:
+    """The packer registered for ``config.algorithm`` (same as ``Packer(config)``); ``size_of(handle)``
+    (bytes of one example) lets it keep the held bytes under ``config.buffer_bytes``."""
+    config = config or PackConfig()
+    packer = packer_class(config.algorithm)(config)
+    packer.size_of = size_of
+    return packer

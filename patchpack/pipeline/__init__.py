@@ -1,0 +1,1 @@
+"""The per-example pipeline and one worker's stream of packed rows (numpy only, no torch)."""

@@ -1,0 +1,76 @@
+"""The resume-state codec: held examples as small JSON-ready references (no bytes)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..fit import Plan
+
+__all__ = ["Held", "to_refs", "collect_refs", "from_refs"]
+
+
+class Held:
+    """A packer handle: the compressed bytes (or stored tokens) of one example plus its plan."""
+
+    __slots__ = ("key", "shard", "index", "epoch", "member", "kind", "data", "plan", "keep", "label", "_ref")
+
+    def __init__(self, key, shard, index, epoch, member, kind, data, plan, keep, label):
+        self.key, self.shard, self.index, self.epoch = key, shard, index, epoch
+        self.member, self.kind, self.data, self.plan = member, kind, data, plan
+        self.keep, self.label = keep, label
+        self._ref: dict | None = None
+
+    def ref(self) -> dict:
+        """JSON-ready reference (no bytes); built once, since every batch's state repeats it."""
+        if self._ref is None:
+            self._ref = self._make_ref()
+        return self._ref
+
+    def _make_ref(self) -> dict:
+        p = self.plan  # stored under "probe", the state format's name for the plan
+        return {
+            "key": self.key, "shard": self.shard, "index": self.index, "epoch": self.epoch,
+            "member": self.member, "kind": self.kind, "keep": self.keep, "label": self.label,
+            "probe": [p.kind, list(p.source_size), list(p.size), list(p.grid), list(p.frame_indices), p.info],
+        }
+
+    @classmethod
+    def from_ref(cls, ref: dict, data: bytes) -> "Held":
+        kind, src, size, grid, frames, info = ref["probe"]
+        plan = Plan(kind, tuple(src), tuple(size), tuple(grid), list(frames), dict(info))
+        return cls(ref["key"], ref["shard"], ref["index"], ref["epoch"], ref["member"], ref["kind"], data,
+                   plan, ref["keep"], ref["label"])
+
+
+def to_refs(obj: Any) -> Any:
+    """Replace every :class:`Held` in a nested state by ``{"__item__": ref}`` (JSON-ready)."""
+    if isinstance(obj, Held):
+        return {"__item__": obj.ref()}
+    if isinstance(obj, dict):
+        return {k: to_refs(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_refs(v) for v in obj]
+    return obj
+
+
+def collect_refs(obj: Any, out: list) -> None:
+    if isinstance(obj, dict):
+        if "__item__" in obj:
+            out.append(obj["__item__"])
+        else:
+            for v in obj.values():
+                collect_refs(v, out)
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            collect_refs(v, out)
+
+
+def from_refs(obj: Any, make) -> Any:
+    if isinstance(obj, dict):
+        if "__item__" in obj:
+            return make(obj["__item__"])
+        return {k: from_refs(v, make) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [from_refs(v, make) for v in obj]
+    return obj
+

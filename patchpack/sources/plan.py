@@ -1,0 +1,84 @@
+"""Which shards a consumer reads: url expansion, the exactly-once split, resampling."""
+
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+import numpy as np
+
+from ..storage.manifest import is_patchpack_folder
+from ..storage.manifest import list_shards
+from .sample import ShardTask
+from .wds import expand_urls, shuffle_urls
+
+__all__ = ["expand_sources", "plan_shards", "resampled_task"]
+
+
+def expand_sources(urls: str | Sequence[str]) -> list[str]:
+    """Expand brace patterns (``"data-{000..009}.tar"``) and ``::``-joined lists into urls.
+
+    Accepts one string or a sequence of strings; folders are kept as they are.
+    """
+    if isinstance(urls, (str, os.PathLike)):
+        urls = [os.fspath(urls)]
+    out: list[str] = []
+    for u in urls:
+        u = os.fspath(u)
+        if not os.path.isdir(u):
+            out.extend(expand_urls(u))
+        elif os.path.isfile(os.path.join(u, "manifest.json")) and is_patchpack_folder(u):
+            out.extend(str(p) for p in list_shards(u))  # a `patchpack preprocess` output
+        else:
+            out.append(u)
+    if not out:
+        raise ValueError("no shard urls given")
+    return out
+
+def _mix(*parts: int) -> list[int]:
+    return [int(p) & 0xFFFFFFFF for p in parts]
+
+
+def plan_shards(
+    urls: Sequence[str],
+    consumer: int,
+    num_consumers: int,
+    *,
+    seed: int = 0,
+    epoch: int = 0,
+    shuffle: bool = True,
+) -> list[ShardTask]:
+    """The shards (or shard slices) one consumer reads in one epoch.
+
+    The url order is shuffled with a seed derived from ``(seed, epoch)`` (the same on
+    every consumer). With ``n`` shards and ``C`` consumers, the first ``C * (n // C)``
+    shards are dealt round robin as whole shards; each of the ``r = n % C`` leftover
+    shards is shared by the consumers ``c`` with ``c % r == i``, which take its
+    samples by index modulo. So every sample is read by exactly one consumer, also
+    when ``n < C`` or ``C`` does not divide ``n``, and the load differs by at most
+    one leftover-shard share.
+    """
+    if not 0 <= consumer < num_consumers:
+        raise ValueError(f"consumer {consumer} out of range for {num_consumers} consumers")
+    order = list(urls)
+    if shuffle and len(order) > 1:
+        order = shuffle_urls(order, int(np.random.SeedSequence(_mix(seed, epoch)).generate_state(1)[0]))
+    n, c = len(order), num_consumers
+    whole = (n // c) * c
+    tasks = [ShardTask(order[i]) for i in range(consumer, whole, c)]
+    r = n - whole
+    if r:
+        i = consumer % r
+        sharers = list(range(i, c, r))
+        tasks.append(ShardTask(order[whole + i], sharers.index(consumer), len(sharers)))
+    return tasks
+
+
+def resampled_task(urls: Sequence[str], consumer: int, draw: int, *, seed: int = 0) -> ShardTask:
+    """The ``draw``-th shard of an infinite, with-replacement stream for ``consumer``.
+
+    Deterministic in ``(seed, consumer, draw)``, so a stream can resume at any draw.
+    """
+    rng = np.random.default_rng(_mix(seed, 0x5E5A, consumer, draw))
+    return ShardTask(urls[int(rng.integers(len(urls)))])
+

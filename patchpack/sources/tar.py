@@ -1,0 +1,64 @@
+"""webdataset tar shards as a source: samples of raw member bytes, failures as records.
+
+Each sample is a :class:`~patchpack.sources.sample.Sample` ``(key, shard, members, index)``
+where ``members`` maps a member extension (``"jpg"``, ``"cls"``, ...) to its raw bytes.
+Nothing is decoded here. Tars are read by :func:`patchpack.sources.tarscan.scan_tar`
+(webdataset's keys and extensions; gzip, bzip2 and xz streams decompressed on the fly;
+local paths and ``file:`` urls opened directly, ``pipe:`` and remote urls through
+``webdataset.gopen``), which never loses bytes silently. Failures become records and the
+reader goes on:
+
+* a shard that cannot be opened -> kind ``shard`` (key = the shard url);
+* a damaged member header -> ``bad-header``; the samples after it are still read;
+* a tar that ends early -> ``truncated`` for the sample cut short (its own key), then one
+  ``shard`` record for the shard;
+* members never read -> ``link``, ``special-file``, ``sparse``, ``oversize-member``
+  (over ``max_member_bytes``, default 256 MiB, checked before reading), ``unsafe``
+  (pickles, checkpoints, native code: :data:`~patchpack.sources.sample.UNSAFE_EXTS`),
+  ``corrupt`` (a repeated member), ``bad-name``, ``meta-member``.
+
+Records about the shard itself have ``key == shard``; one consumer of a shard shared by
+sample index (the one owning sample 0) reports them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Callable, Iterator
+
+from ..errors import ErrorRecord
+from .sample import UNSAFE_EXTS, Sample
+from .tarscan import DEFAULT_MAX_MEMBER_BYTES, TarSample, TarScanConfig, decompressed, scan_tar
+from .wds import SKIP_META, open_url
+
+__all__ = ["read_tar", "TAR_CONFIG", "DEFAULT_MAX_MEMBER_BYTES"]
+
+#: How tar shards are scanned: webdataset's metadata pattern, unsafe members refused, 256 MiB cap.
+TAR_CONFIG = TarScanConfig(skip_meta=SKIP_META, refuse_exts=UNSAFE_EXTS)
+
+
+def read_tar(url: str, start: int, owns: Callable[[int], bool],
+             max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES) -> Iterator[Sample | ErrorRecord]:
+    """Samples ``index >= start`` with ``owns(index)`` of the tar at ``url``, failures as records;
+    members over ``max_member_bytes`` are reported, never read."""
+    config = TAR_CONFIG if max_member_bytes == TAR_CONFIG.max_member_bytes else \
+        replace(TAR_CONFIG, max_member_bytes=max_member_bytes)
+    try:
+        stream = open_url(url)
+    except Exception as exc:  # missing file, bad url, failing pipe command
+        if owns(0):  # one consumer of a shared shard reports the shard itself
+            yield ErrorRecord(url, url, "source", "shard", f"cannot open shard: {exc}")
+        return
+    try:
+        for item in scan_tar(decompressed(stream), url, config, lambda i: i >= start and owns(i)):
+            if isinstance(item, TarSample):
+                yield Sample(item.key, url, item.members, item.index)
+            elif item.index is not None or (item.position >= start and owns(0)):
+                yield item.record
+    except Exception as exc:  # an unreadable stream (I/O error before the first byte, ...)
+        if owns(0):
+            yield ErrorRecord(url, url, "source", "shard", f"tar unreadable: {type(exc).__name__}: {exc}")
+    finally:
+        close = getattr(stream, "close", None)
+        if close is not None:
+            close()

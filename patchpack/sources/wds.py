@@ -1,0 +1,90 @@
+"""webdataset's shard conventions, read without importing the ``webdataset`` package.
+
+``import webdataset`` imports torch (its package ``__init__`` pulls in its torch adapters),
+and the numpy layers of patchpack, preprocessing workers included, must not. This module
+keeps webdataset's conventions exactly: sample keys and member extensions
+(:func:`base_plus_ext`), ``::`` lists, ``${VAR}`` substitution from ``WDS_VAR`` and brace
+expansion (:func:`expand_urls`, with ``braceexpand``, webdataset's own dependency), the
+seeded shard shuffle (:func:`shuffle_urls`) and the streaming tar walk
+(:func:`iter_tar_members`, ``tarfile`` in ``"r|*"`` mode as ``tar_file_iterator`` does).
+Local paths and ``file:`` urls are opened directly; any other url (``pipe:``, ``http:``,
+``s3:`` ...) goes through ``webdataset.gopen``, imported only then.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import tarfile
+from typing import IO, Iterator
+
+import braceexpand
+
+__all__ = ["base_plus_ext", "expand_urls", "shuffle_urls", "open_url", "iter_tar_members", "SKIP_META"]
+
+#: member names skipped entirely (webdataset's default ``skip_meta``)
+SKIP_META = r"__[^/]*__($|/)"
+
+_BASE_EXT = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")
+
+
+def base_plus_ext(path: str) -> tuple[str | None, str | None]:
+    """``(key, extensions)`` of a member path: ``"a/b.seg.png"`` -> ``("a/b", "seg.png")``."""
+    match = _BASE_EXT.match(path)
+    if not match:
+        return None, None
+    return match.group(1), match.group(2)
+
+
+def _env(m: re.Match) -> str:
+    key = "WDS_" + m.group(1)
+    if key not in os.environ:
+        raise ValueError(f"missing environment variable {key} for ${{{m.group(1)}}}")
+    return os.environ[key]
+
+
+def expand_urls(urls: str) -> list[str]:
+    """Split on ``::``, substitute ``${VAR}`` with ``$WDS_VAR`` and expand braces."""
+    out: list[str] = []
+    for url in urls.split("::"):
+        for _ in range(10):
+            last, url = url, re.sub(r"\$\{(\w+)\}", _env, url)
+            if url == last:
+                break
+        out.extend(braceexpand.braceexpand(url))
+    return out
+
+
+def shuffle_urls(urls: list[str], seed: int) -> list[str]:
+    """The urls in the order ``webdataset.SimpleShardList(urls, seed=seed)`` yields them."""
+    urls = list(urls)
+    random.Random(seed).shuffle(urls)
+    return urls
+
+
+def open_url(url: str) -> IO[bytes]:
+    """A binary stream of ``url``: local files directly, other schemes through ``webdataset.gopen``."""
+    if url.startswith("file:"):
+        return open(re.sub(r"^file://?", "", url), "rb")
+    if "://" not in url and not url.startswith("pipe:") and url != "-":
+        return open(url, "rb")
+    from webdataset.gopen import gopen  # check_layers: allow (remote and pipe urls only; imports torch)
+
+    return gopen(url)
+
+
+def iter_tar_members(stream: IO[bytes], skip_meta: str | None = SKIP_META) -> Iterator[tuple[str, bytes]]:
+    """``(member name, bytes)`` of the regular files of a tar stream, in order (streaming, no seeking)."""
+    tar = tarfile.open(fileobj=stream, mode="r|*")
+    for info in tar:
+        name = info.name
+        if not info.isreg() or name is None:
+            continue
+        if "/" not in name and name.startswith("__") and name.endswith("__"):
+            continue
+        if skip_meta is not None and re.match(skip_meta, name):
+            continue
+        data = tar.extractfile(info).read()
+        yield name, data
+        tar.members = []

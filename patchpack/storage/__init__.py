@@ -1,0 +1,1 @@
+"""patchpack's Arrow shard format: schemas, atomic writer, zero-copy reader, manifest."""

@@ -1,0 +1,78 @@
+"""The model registry for training: :func:`register_model` / :func:`build_model` (NaViT registered).
+
+A model is registered with a name, its config class and a builder ``build(config) ->
+torch.nn.Module``. :func:`build_model` picks the entry whose config class matches the
+config it is given; the model's ``loss(logits, labels, label_smoothing)`` static method is
+used when it has one, else cross-entropy ignoring label -1. The model's ``forward`` takes
+a :class:`~patchpack.loader.batch.PackedBatch` and returns per-slot logits ``[B, E, classes]``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["register_model", "build_model", "model_config", "model_names", "model_loss"]
+
+
+@dataclass(frozen=True)
+class _Entry:
+    name: str
+    config_cls: type
+    build: Callable[[Any], torch.nn.Module]
+
+
+_MODELS: dict[str, _Entry] = {}
+
+
+def register_model(name: str, config_cls: type, build: Callable[[Any], torch.nn.Module] | None = None) -> None:
+    """Register a model: ``config_cls`` instances are built with ``build`` (default: the config's
+    ``build()`` method). ``config_cls.from_dict`` (when present) reads configs back from checkpoints."""
+    _MODELS[name] = _Entry(name, config_cls, build or (lambda cfg: cfg.build()))
+
+
+def model_names() -> list[str]:
+    return sorted(_MODELS)
+
+
+def _entry_for(config: Any) -> _Entry:
+    for e in _MODELS.values():
+        if isinstance(config, e.config_cls):
+            return e
+    raise TypeError(f"no registered model takes a {type(config).__name__}; registered: {model_names()} "
+                    "(add one with patchpack.train.models.register_model)")
+
+
+def build_model(config: Any) -> torch.nn.Module:
+    """The model a registered config describes."""
+    return _entry_for(config).build(config)
+
+
+def model_config(name: str, data: dict) -> Any:
+    """The config of registered model ``name`` from its dict form."""
+    if name not in _MODELS:
+        raise ValueError(f"unknown model {name!r}; registered: {model_names()}")
+    cls = _MODELS[name].config_cls
+    return cls.from_dict(data) if hasattr(cls, "from_dict") else cls(**data)
+
+
+def model_loss(model: torch.nn.Module, logits: torch.Tensor, labels: torch.Tensor,
+               label_smoothing: float = 0.0) -> torch.Tensor:
+    """The model's own ``loss`` when it defines one, else mean cross-entropy over labels ``>= 0``."""
+    loss = getattr(type(model), "loss", None)
+    if loss is not None:
+        return loss(logits, labels, label_smoothing)
+    keep = labels >= 0
+    return F.cross_entropy(logits[keep], labels[keep], label_smoothing=label_smoothing)
+
+
+def _register_builtin() -> None:
+    from ..model import NaViT, NaViTConfig
+
+    register_model("navit", NaViTConfig, NaViT)
+
+
+_register_builtin()

@@ -1,0 +1,1 @@
+"""Pictures of the pipeline: histogram reports of a stream and drawings of packed sequences."""

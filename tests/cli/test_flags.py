@@ -1,0 +1,54 @@
+"""One flag per concept across commands; old spellings are hidden aliases of the new ones."""
+
+from __future__ import annotations
+
+import pytest
+
+from patchpack.cli import build_parser
+from patchpack.cli.flags import drop_config, video_config
+
+LOADING = ("stats", "show", "preprocess", "train")
+
+
+def _parse(command: str, *argv: str):
+    extra = {"simulate": ["--seq-len", "64"], "train": ["x.tar", "--num-classes", "2"], "preprocess": ["x.tar", "--out", "o"]}
+    base = extra.get(command, ["x.tar"])
+    return build_parser(command).parse_args([command, *base, *argv])
+
+
+@pytest.mark.parametrize("command", LOADING + ("simulate",))
+def test_shared_flags_exist_everywhere(command):
+    argv = ["--seq-len", "128", "--max-per-seq", "5", "--buffer-size", "64"]  # later --seq-len wins
+    args = _parse(command, *argv)
+    assert (args.seq_len, args.max_per_seq, args.buffer_size) == (128, 5, 64)
+    help_text = build_parser(command)._subparsers._group_actions[0].choices[command].format_help()
+    for old in ("--max-examples", "--emax", "--buffer ", "--video-frames", "--drop "):
+        assert old not in help_text
+
+
+@pytest.mark.parametrize("command", LOADING + ("simulate",))
+def test_old_spellings_are_hidden_aliases(command):
+    args = _parse(command, "--max-examples", "7", "--buffer", "32")
+    assert args.max_per_seq == 7 and args.buffer_size == 32
+
+
+@pytest.mark.parametrize("command", LOADING)
+def test_video_is_switched_on_by_frames(command):
+    assert video_config(_parse(command)) is None
+    cfg = video_config(_parse(command, "--frames", "6", "--tubelet", "3"))
+    assert (cfg.frames, cfg.tubelet) == (6, 3)
+    old = video_config(_parse(command, "--video-frames", "4"))
+    assert old.frames == 4
+    assert video_config(_parse(command, "--video-frames", "0")) is None  # the old "images only"
+    assert video_config(_parse(command, "--video")).frames == 16  # the old preprocess switch: defaults
+
+
+def test_drop_flags_and_the_old_drop_spellings():
+    assert drop_config(_parse("stats", "--drop-rate", "0.2")).kind == "constant"
+    assert drop_config(_parse("show", "--drop", "0.3")).rate == 0.3  # a rate there
+    assert drop_config(_parse("preprocess", "--drop", "0.1")).rate == 0.1
+    sim = drop_config(_parse("simulate", "--drop", "beta"))  # a kind in simulate
+    assert sim.kind == "beta"
+    assert drop_config(_parse("simulate")).kind == "none"
+    const = drop_config(_parse("simulate", "--drop-kind", "constant"))
+    assert const.kind == "constant" and const.rate == 0.25

@@ -1,0 +1,293 @@
+"""A hostile corpus built on the fly: damaged tars, poison labels, tampered shards, folder hazards.
+
+Each builder returns bytes or writes files and returns their paths; every case is small
+except :func:`png16_solid` at its full 13000 x 13000 size (its PNG is a few hundred KB,
+written row by row so the builder itself stays small in memory). ``ok_sample(i)`` makes
+the good samples the damaged ones are mixed with, so tests can assert
+``packed + reported == inputs``.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+import tarfile
+import zlib
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from PIL import Image
+
+__all__ = [
+    "ok_image", "ok_sample", "tar_bytes", "member_offsets", "flip_header_byte", "cut_inside_member",
+    "special_members", "special_members_tar", "sparse_tar", "sparse_header", "oversize_tar", "non_utf8_tar",
+    "POISON_LABELS", "poison_label_samples", "holey_member_tar", "tamper_arrow_rows", "flip_file_byte", "fifo_folder",
+    "devzero_folder", "png16_solid", "large_jpeg",
+]
+
+Member = tuple[str, bytes]
+
+
+def ok_image(seed: int = 0, size: tuple[int, int] = (24, 40)) -> bytes:
+    """A small PNG (``size`` = (height, width)) with seed-dependent pixels."""
+    rng = np.random.default_rng(seed)
+    arr = rng.integers(0, 256, (*size, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def ok_sample(i: int, label: int | None = None) -> list[Member]:
+    """Members of good sample ``i``: ``s{i:04d}.png`` and ``s{i:04d}.cls``."""
+    key = f"s{i:04d}"
+    return [(f"{key}.png", ok_image(i)), (f"{key}.cls", str(i % 7 if label is None else label).encode())]
+
+
+def tar_bytes(members: Sequence[Member | tarfile.TarInfo], fmt: int = tarfile.GNU_FORMAT,
+              encoding: str = "utf-8") -> bytes:
+    """A tar of ``(name, bytes)`` regular members (or ready :class:`tarfile.TarInfo` with no data).
+
+    Names may carry surrogate escapes (``b"\\xff".decode("utf-8", "surrogateescape")``) to
+    write raw non-UTF-8 bytes.
+    """
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=fmt, encoding=encoding, errors="surrogateescape") as tf:
+        for m in members:
+            if isinstance(m, tarfile.TarInfo):
+                tf.addfile(m)
+                continue
+            name, data = m
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime, info.mode = len(data), 0, 0o644
+            tf.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def member_offsets(data: bytes) -> list[tuple[str, int, int]]:
+    """``(name, header offset, data offset)`` of each member of a valid tar."""
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:", errors="surrogateescape") as tf:
+        return [(m.name, m.offset, m.offset_data) for m in tf.getmembers()]
+
+
+def flip_header_byte(data: bytes, name: str, field_offset: int = 130) -> bytes:
+    """``data`` with one byte of member ``name``'s header changed (default: inside the size field,
+    so the header checksum no longer matches; Python's tarfile then stops as if the tar ended)."""
+    off = next(o for n, o, _ in member_offsets(data) if n == name)
+    b = bytearray(data)
+    b[off + field_offset] ^= 0x04
+    return bytes(b)
+
+
+def cut_inside_member(data: bytes, name: str, keep: int = 10) -> bytes:
+    """``data`` cut ``keep`` bytes into member ``name``'s data (the tar ends inside that member)."""
+    start = next(d for n, _, d in member_offsets(data) if n == name)
+    return data[: start + keep]
+
+
+def special_members() -> list[tarfile.TarInfo]:
+    """One member of each kind a reader must not read: symlink, hard link, FIFO, character and
+    block devices, directory; keys ``link-sym``, ``link-hard``, ``fifo``, ``chr``, ``blk``, ``adir``."""
+    out = []
+    for name, kind, target in [
+        ("link-sym.jpg", tarfile.SYMTYPE, "/dev/zero"),
+        ("link-hard.jpg", tarfile.LNKTYPE, "s0000.png"),
+        ("fifo.jpg", tarfile.FIFOTYPE, ""),
+        ("chr.jpg", tarfile.CHRTYPE, ""),
+        ("blk.jpg", tarfile.BLKTYPE, ""),
+        ("adir", tarfile.DIRTYPE, ""),
+    ]:
+        info = tarfile.TarInfo(name)
+        info.type, info.linkname, info.mtime = kind, target, 0
+        if kind in (tarfile.CHRTYPE, tarfile.BLKTYPE):
+            info.devmajor, info.devminor = 1, 5
+        out.append(info)
+    return out
+
+
+def special_members_tar(n_good: int = 3) -> bytes:
+    """Good samples around every special member (good ones first and last)."""
+    members: list = []
+    for i in range(n_good - 1):
+        members += ok_sample(i)
+    members += special_members()
+    members += ok_sample(n_good - 1)
+    return tar_bytes(members)
+
+
+def sparse_header(name: str, realsize: int, stored: int) -> bytes:
+    """An old-GNU sparse (type ``S``) header claiming ``realsize`` bytes with ``stored`` stored."""
+    h = bytearray(512)
+    h[0:len(name)] = name.encode()
+    h[100:108] = b"0000644\x00"
+    h[108:116] = b"0000000\x00"
+    h[116:124] = b"0000000\x00"
+    h[124:136] = b"%011o\x00" % stored
+    h[136:148] = b"00000000000\x00"
+    h[156:157] = b"S"
+    h[257:265] = b"ustar  \x00"
+    # one sparse entry: the stored bytes sit at the end of the claimed file
+    h[386:398] = b"%011o\x00" % (realsize - stored)
+    h[398:410] = b"%011o\x00" % stored
+    h[482] = 0  # not extended
+    h[483:495] = b"%011o\x00" % realsize
+    h[148:156] = b" " * 8
+    h[148:156] = b"%06o\x00 " % sum(h)
+    return bytes(h)
+
+
+def sparse_tar(realsize: int = 2 * 2**30, stored: int = 6 * 1024, n_good: int = 2) -> bytes:
+    """Good samples, then a GNU-sparse ``sparse.jpg`` claiming ``realsize`` bytes in ``stored``,
+    then one more good sample. (Python's tarfile would materialise all of ``realsize``.)"""
+    head = tar_bytes([m for i in range(n_good) for m in ok_sample(i)])[:-1024]
+    head = head[: len(head) - len(head) % 512]
+    while head.endswith(bytes(512)):
+        head = head[:-512]
+    body = sparse_header("sparse.jpg", realsize, stored) + b"\x07" * stored + bytes(-stored % 512)
+    tail = tar_bytes(ok_sample(n_good))
+    return head + body + tail
+
+
+def oversize_tar(member_bytes: int, n_good: int = 2) -> bytes:
+    """Good samples around ``big.jpg`` of ``member_bytes`` bytes (test with a smaller cap)."""
+    members = [m for i in range(n_good - 1) for m in ok_sample(i)]
+    members += [("big.jpg", b"\xff\xd8" + bytes(member_bytes - 2)), ("big.cls", b"1")]
+    members += ok_sample(n_good - 1)
+    return tar_bytes(members)
+
+
+def non_utf8_tar(fmt: int = tarfile.GNU_FORMAT) -> tuple[bytes, str]:
+    """A tar whose middle sample's name holds raw Latin-1 bytes; returns ``(tar, expected key)``
+    (the key as the reader spells it: undecodable bytes as ``\\xNN``)."""
+    raw = "caf\udce9"  # b"caf\xe9" through surrogateescape
+    members = ok_sample(0) + [(f"{raw}.png", ok_image(9)), (f"{raw}.cls", b"3")] + ok_sample(1)
+    return tar_bytes(members, fmt=fmt), "caf\\xe9"
+
+
+#: Labels that must become ``bad-label`` records, never a crash: name -> (member ext, bytes).
+POISON_LABELS = {
+    "cls-23-digits": ("cls", b"12345678901234567890123"),
+    "cls-negative-huge": ("cls", b"-99999999999999999999"),
+    "json-infinity": ("json", b'{"label": Infinity}'),
+    "json-nan": ("json", b'{"label": NaN}'),
+    "json-float": ("json", b'{"label": 1e30}'),
+    "json-deep": ("json", b'{"label": ' + b"[" * 200_000 + b"]" * 200_000 + b"}"),
+    "json-deep-unlabelled": ("json", b"[" * 200_000 + b"]" * 200_000),
+}
+
+
+def poison_label_samples(member: str = "cls") -> tuple[list[Member], set[str]]:
+    """Good samples (label in a ``member`` member: ``cls`` text or ``json`` ``{"label": i}``)
+    interleaved with one sample per :data:`POISON_LABELS` entry of that member (key = its
+    name); returns ``(members, poison keys)``."""
+    def good(i: int) -> list[Member]:
+        key = f"s{i:04d}"
+        raw = str(i % 7).encode() if member == "cls" else b'{"label": %d}' % (i % 7)
+        return [(f"{key}.png", ok_image(i)), (f"{key}.{member}", raw)]
+
+    members: list[Member] = []
+    poison = {name for name, (ext, _) in POISON_LABELS.items() if ext == member}
+    for i, name in enumerate(sorted(poison)):
+        members += good(i)
+        members += [(f"{name}.png", ok_image(100 + i)), (f"{name}.{member}", POISON_LABELS[name][1])]
+    members += good(len(poison))
+    return members, poison
+
+
+def holey_member_tar(path: str | os.PathLike, size: int) -> str:
+    """A tar on disk: sample ``a``, a regular member ``big.jpg`` of ``size`` bytes, sample ``b``.
+    The member's bytes are a hole in the file (cheap to make at any size)."""
+    head = tar_bytes([("a.png", ok_image(1)), ("a.cls", b"1")])
+    while head.endswith(bytes(512)):
+        head = head[:-512]
+    info = tarfile.TarInfo("big.jpg")
+    info.size, info.mtime = size, 0
+    tail = tar_bytes([("b.png", ok_image(2)), ("b.cls", b"2")])
+    with open(path, "wb") as fh:
+        fh.write(head + info.tobuf(tarfile.GNU_FORMAT) + b"\xff\xd8")
+        fh.seek(size - 2 + (-size % 512), 1)
+        fh.write(tail)
+    return str(path)
+
+
+def tamper_arrow_rows(src: str | os.PathLike, dst: str | os.PathLike, row: int, **columns) -> str:
+    """Copy a patchpack ``examples`` shard, overwriting ``columns`` (e.g. ``num_tokens=999`` or
+    ``grid=[1, 100000, 100000]``) in row ``row``; schema and metadata are kept."""
+    import pyarrow as pa
+    import pyarrow.ipc as ipc
+
+    with pa.memory_map(str(src)) as f:
+        table = ipc.open_file(f).read_all()
+    for name, value in columns.items():
+        i = table.schema.get_field_index(name)
+        values = table.column(name).to_pylist()
+        values[row] = value
+        table = table.set_column(i, table.schema.field(i), pa.array(values, type=table.schema.field(i).type))
+    with pa.OSFile(str(dst), "wb") as f, ipc.new_file(f, table.schema) as w:
+        w.write_table(table)
+    return str(dst)
+
+
+def flip_file_byte(path: str | os.PathLike, offset: int) -> None:
+    """XOR one byte of a file in place (``offset`` may be negative: from the end)."""
+    with open(path, "r+b") as fh:
+        fh.seek(offset, 0 if offset >= 0 else 2)
+        pos = fh.tell()
+        b = fh.read(1)
+        fh.seek(pos)
+        fh.write(bytes([b[0] ^ 0x01]))
+
+
+def fifo_folder(root: str | os.PathLike, n_good: int = 2) -> list[str]:
+    """``root/<cls>/`` with good PNGs and a FIFO named ``x.jpg``; returns all keys (FIFO last)."""
+    d = Path(root) / "a"
+    d.mkdir(parents=True, exist_ok=True)
+    keys = []
+    for i in range(n_good):
+        (d / f"{i}.png").write_bytes(ok_image(i))
+        keys.append(f"a/{i}")
+    os.mkfifo(d / "x.jpg")
+    return keys + ["a/x"]
+
+
+def devzero_folder(root: str | os.PathLike, n_good: int = 2) -> list[str]:
+    """``root/<cls>/`` with good PNGs and ``z.jpg``, a symlink to ``/dev/zero``; returns all keys."""
+    d = Path(root) / "a"
+    d.mkdir(parents=True, exist_ok=True)
+    keys = []
+    for i in range(n_good):
+        (d / f"{i}.png").write_bytes(ok_image(i))
+        keys.append(f"a/{i}")
+    os.symlink("/dev/zero", d / "z.jpg")
+    return keys + ["a/z"]
+
+
+def _chunk(kind: bytes, payload: bytes) -> bytes:
+    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+
+def png16_solid(side: int = 13000, value: int = 0x8123, path: str | os.PathLike | None = None) -> bytes | str:
+    """A solid 16-bit greyscale PNG of ``side x side`` pixels (value ``value``), written row by
+    row (the builder holds one row). Returns the bytes, or the path when ``path`` is given."""
+    row = b"\x00" + struct.pack(">H", value) * side  # filter byte 0, big-endian samples
+    comp = zlib.compressobj(9)
+    parts = [comp.compress(row) for _ in range(side)]
+    idat = b"".join(parts) + comp.flush()
+    ihdr = struct.pack(">IIBBBBB", side, side, 16, 0, 0, 0, 0)
+    data = b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", idat) + _chunk(b"IEND", b"")
+    if path is None:
+        return data
+    Path(path).write_bytes(data)
+    return str(path)
+
+
+def large_jpeg(height: int = 2000, width: int = 3000, seed: int = 0, quality: int = 90) -> bytes:
+    """A photo-sized JPEG with smooth content plus noise (a few hundred KB to ~1 MB)."""
+    rng = np.random.default_rng(seed)
+    y = np.linspace(0, 255, height, dtype=np.float32)[:, None, None]
+    x = np.linspace(0, 255, width, dtype=np.float32)[None, :, None]
+    img = (y * 0.5 + x * 0.5 + rng.normal(0, 12, (height, width, 3)).astype(np.float32)).clip(0, 255)
+    buf = io.BytesIO()
+    Image.fromarray(img.astype(np.uint8)).save(buf, "JPEG", quality=quality)
+    return buf.getvalue()

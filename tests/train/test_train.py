@@ -1,0 +1,135 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from patchpack.loader.batch import collate
+from patchpack.model import NaViT, NaViTConfig, TokenLearnerConfig
+from patchpack.tokenize import Tokens, patchify
+from patchpack.train import TrainConfig, evaluate, load_checkpoint, lr_factor, train
+
+P = 4
+
+
+def _image(key, label, rng):
+    """Class 0: horizontal stripes, class 1: vertical stripes, random size."""
+    h, w = int(rng.integers(1, 4)) * P, int(rng.integers(1, 4)) * P
+    yy, xx = np.mgrid[0:h, 0:w]
+    img = np.where(((yy if label == 0 else xx) // 2) % 2 == 0, 220, 30).astype(np.uint8)
+    img = np.repeat(img[..., None], 3, -1)
+    patches, positions = patchify(img, P)
+    return Tokens(key, patches, positions, (1, h // P, w // P), label)
+
+
+def _batches(n, seed):
+    rng = np.random.default_rng(seed)
+    out = []
+    for b in range(n):
+        rows = [[_image(f"{b}-{r}-{i}", int(rng.integers(0, 2)), rng) for i in range(3)] for r in range(2)]
+        out.append(collate(rows, 27, 3))
+    return out
+
+
+class StatefulLoader:
+    """An iterable of batches with state_dict/load_state_dict, like the packed loader."""
+
+    def __init__(self, batches):
+        self.batches, self.pos = batches, 0
+
+    def __iter__(self):
+        while self.pos < len(self.batches):
+            self.pos += 1
+            yield self.batches[self.pos - 1]
+        self.pos = 0
+
+    def state_dict(self):
+        return {"pos": self.pos}
+
+    def load_state_dict(self, state):
+        self.pos = state["pos"]
+
+
+def _cfg(**kw):
+    model = NaViTConfig(patch_size=P, dim=16, depth=2, heads=2, num_classes=2,
+                        token_learner=TokenLearnerConfig(num_tokens=2, bottleneck=8, at_layer=1))
+    base = dict(model=model, steps=30, lr=3e-3, warmup_steps=3, log_every=0, device="cpu")
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_short_run_lowers_loss_and_evaluates():
+    lines = []
+    result = train(_cfg(log_every=10), _batches(8, 0), {"val": _batches(3, 1)}, log=lines.append)
+    losses = [h["loss"] for h in result.history]
+    assert len(losses) == 30 and result.step == 30
+    assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5])
+    ev = result.final_eval("val")
+    assert ev["examples"] == 18 and ev["accuracy"] > 0.8
+    assert any(l.startswith("step 10/30 loss") and "img/s" in l and "tok/s" in l and "pad" in l for l in lines)
+    h = result.history[0]
+    assert h["examples"] == 6 and 0 <= h["padding"] < 1 and h["tokens_per_s"] > 0
+
+
+def test_lr_schedule_warmup_then_cosine():
+    cfg = _cfg(steps=100, warmup_steps=10, lr=1e-3, min_lr=1e-5)
+    f = [lr_factor(s, cfg) for s in range(100)]
+    assert f[0] == pytest.approx(0.1) and f[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(f[10:], f[11:]))
+    assert lr_factor(100, cfg) == pytest.approx(1e-2)
+
+
+def test_checkpoint_resume_matches_uninterrupted_run(tmp_path):
+    batches = _batches(5, 2)
+    full = train(_cfg(steps=12), StatefulLoader(batches), log=None)
+
+    first = StatefulLoader(batches)
+    part = train(_cfg(steps=12, run_steps=7, out_dir=str(tmp_path)), first, log=None)
+    assert part.step == 7
+    ckpt = load_checkpoint(tmp_path / "checkpoint.pt")  # weights_only: no code is unpickled
+    assert ckpt["step"] == 7 and ckpt["loader"] == {"pos": 2} and ckpt["config"].steps == 12
+    resumed_loader = StatefulLoader(batches)
+    resumed = train(_cfg(steps=12, out_dir=str(tmp_path)), resumed_loader, log=None)
+    assert resumed.step == 12 and len(resumed.history) == 5
+    for (n, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
+        torch.testing.assert_close(a, b, msg=n)
+    rows = [json.loads(l) for l in open(tmp_path / "train_log.jsonl")]
+    assert [r["step"] for r in rows] == list(range(1, 13))
+
+
+def test_eval_is_deterministic_and_restores_mode():
+    model = NaViT(_cfg().model)
+    model.train()
+    val = _batches(2, 3)
+    assert evaluate(model, val) == evaluate(model, val)
+    assert model.training
+    assert np.isnan(evaluate(model, [])["accuracy"])
+
+
+def test_empty_loader_is_an_error():
+    with pytest.raises(ValueError, match="no batch"):
+        train(_cfg(), [], log=None)
+
+
+def test_cli_train_on_synthetic_shards(tmp_path, capsys):
+    from patchpack.cli import main
+    from patchpack.synth import make_dataset
+
+    data = make_dataset(tmp_path / "d", n_images=24, classes=2, seed=0, shard_size=12)
+    rc = main(["train", *data["urls"], "--eval-urls", data["urls"][0], "--num-classes", "2", "--steps", "3",
+               "--batch-size", "2", "--seq-len", "64", "--max-patches", "16", "--dim", "16", "--depth", "2",
+               "--heads", "2", "--token-learner", "2", "--out", str(tmp_path / "run"), "--log-every", "1"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "step 3/3" in out and "final 4p: accuracy" in out and "final 16p: accuracy" in out
+    assert (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+def test_reduced_demo(tmp_path, capsys):
+    from patchpack.cli.demo import run_demo
+
+    r = run_demo(tmp_path, images=48, videos=10, eval_images=12, steps=3, classes=3)
+    out = capsys.readouterr().out
+    assert "padding" in out and "held-out accuracy" in out and "report:" in out
+    assert "images" in out and "videos" in out  # accuracy split by kind
+    assert set(r["accuracy"]) == {"16p", "64p"} and r["chance"] == pytest.approx(1 / 7)  # 3 image + 4 video classes
+    assert (tmp_path / "report").is_dir() and (tmp_path / "train" / "summary.json").exists()
