@@ -17,7 +17,7 @@ turns so that load from other work on the machine falls on all alike; real token
 images' tokens divided by the layout's total step time, each step's time the best of
 ``--repeats`` passes. The last line is packed vs padded real tokens/s.
 
-    python benchmarks/interop.py [--quick] [--images 160] [--dim 192] [--depth 4] [--batch 4]
+    python benchmarks/interop.py [--quick] [--images 160] [--dim 192] [--depth 4] [--batch 4] [--device cuda]
 """
 
 from __future__ import annotations
@@ -121,16 +121,19 @@ def train_interleaved(sets: dict, args) -> dict[str, list[float]]:
     steps, times = {}, {name: [] for name in sets}
     for name, (kind, batches) in sets.items():
         model, head = build(args.dim, args.depth, args.heads)
-        model.train()
+        model, head = model.to(args.device).train(), head.to(args.device)
         opt = torch.optim.AdamW([*model.parameters(), *head.parameters()], lr=1e-4)
         steps[name] = (padded_step if kind == "padded" else packed_step)(model, head, opt)
         for item in batches[:2]:
             steps[name](item)
+    sync = torch.cuda.synchronize if args.device.type == "cuda" else (lambda: None)
     for i in range(max(len(b) for _, b in sets.values())):
         for name, (_, batches) in sets.items():
             if i < len(batches):
+                sync()
                 t0 = time.perf_counter()
                 steps[name](batches[i])
+                sync()
                 times[name].append(time.perf_counter() - t0)
     return times
 
@@ -146,7 +149,11 @@ def main() -> None:
     p.add_argument("--heads", type=int, default=3)
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--device", default="cpu", help="cpu, or cuda where a GPU is present")
     args = p.parse_args()
+    args.device = torch.device(args.device)
+    if args.device.type == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda: no CUDA device here")
     if args.quick:
         args.images, args.dim, args.depth, args.heads, args.repeats = 40, 64, 2, 2, 2
     if args.threads:
@@ -154,14 +161,17 @@ def main() -> None:
 
     grids = image_grids(args.images)
     real = sum(h * w for h, w in grids)
+    dev = args.device
     sets = {
-        "padded": ("padded", padded_batches(grids, args.batch, BUDGET)),
-        "padded-longest": ("padded", padded_batches(grids, args.batch, None)),
-        "packed": ("packed", packed_batches(grids, args.batch, args.max_per_seq)),
+        "padded": ("padded", [({k: v.to(dev) for k, v in x.items()}, y.to(dev))
+                              for x, y in padded_batches(grids, args.batch, BUDGET)]),
+        "padded-longest": ("padded", [({k: v.to(dev) for k, v in x.items()}, y.to(dev))
+                                      for x, y in padded_batches(grids, args.batch, None)]),
+        "packed": ("packed", [b.to(dev) for b in packed_batches(grids, args.batch, args.max_per_seq)]),
     }
     print(f"SigLIP2 vision dim {args.dim} depth {args.depth}, {args.images} images ({real} tokens, "
           f"{real / len(grids):.0f} per image), {args.batch} x {BUDGET} tokens per step, "
-          f"{torch.get_num_threads()} threads, CPU")
+          + (f"{torch.get_num_threads()} threads, CPU" if dev.type == "cpu" else str(dev)))
     print(f"{'layout':<15} {'steps':>5} {'fill':>6} {'seconds':>8} {'real tok/s':>11}")
     step_times = {name: np.full(len(batches), np.inf) for name, (_, batches) in sets.items()}
     for _ in range(args.repeats):

@@ -138,6 +138,10 @@ class LoaderConfig:
             raise ValueError(f"decode_threads must be >= 1, got {self.decode_threads}")
         if self.packed_shards not in ("serve", "repack"):
             raise ValueError(f"packed_shards must be 'serve' or 'repack', got {self.packed_shards!r}")
+        m = self.fit.grid_multiple
+        if self.video is not None and self.video.max_tokens is not None and self.video.max_tokens < m * m:
+            raise ValueError(f"video max_tokens={self.video.max_tokens} is below one {m}x{m} grid "
+                             f"(fit.grid_multiple={m}): raise max_tokens to at least {m * m}")
         if self.label_field != "cls" and not self.label_field.startswith("json:"):
             raise ValueError("label_field must be 'cls' or 'json:<key>'")
         problem = budget_problem(self)
@@ -274,8 +278,9 @@ def check_stored_shards(urls, cfg: LoaderConfig) -> None:
 
     Stored examples keep the grid they were fitted to when preprocessed; they are not
     refitted (resampling stored pixels would no longer equal the online examples). So the
-    loader must ask for the shard's patch size and tubelet, and a patch budget at least the
-    one the shards were made with (a larger budget reads them as they are). The first shard
+    loader must ask for the shard's patch size and tubelet, a patch budget at least the
+    one the shards were made with (a larger budget reads them as they are) and a
+    ``grid_multiple`` that divides the shards' one. The first shard
     of each folder is checked (a folder holds one preprocessing run).
 
     Raises:
@@ -309,6 +314,13 @@ def check_stored_shards(urls, cfg: LoaderConfig) -> None:
         fit = (meta.get("config") or {}).get("fit")
         if not isinstance(fit, dict):
             continue  # written without its fit (a hand-made shard): its budget is unknown
+        made_m, asked_m = int(fit.get("grid_multiple") or 1), cfg.fit.grid_multiple
+        if made_m % asked_m:
+            raise ValueError(
+                f"{where}: the shards were made with grid_multiple={made_m}; this loader asks for "
+                f"grid_multiple={asked_m}, and stored examples are not refitted: preprocess the source shards "
+                f"again with grid_multiple={asked_m}"
+            )
         stored, asked = _stored_budget(fit, meta), cfg.fit.patch_budget
         if asked is not None and (stored is None or stored > asked):
             made = f"a budget of {stored} patches per frame" if stored else "no patch budget"

@@ -84,6 +84,11 @@ def test_stored_shards_over_the_asked_budget_are_refused(stored):
         make_loader(stored, patch_size=8, max_patches=16, seq_len=64)
 
 
+def test_stored_shards_of_another_grid_multiple_are_refused(stored):
+    with pytest.raises(ValueError, match="made with grid_multiple=1; this loader asks for grid_multiple=2"):
+        make_loader(stored, patch_size=8, max_patches=48, seq_len=64, grid_multiple=2)
+
+
 @pytest.mark.parametrize("budget", [48, 96])
 def test_stored_shards_within_the_asked_budget_load(stored, budget):
     loader = make_loader(stored, patch_size=8, max_patches=budget, seq_len=128, batch_size=2)

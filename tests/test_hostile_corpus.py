@@ -59,7 +59,7 @@ def loader_run(urls, tmp: Path, **kw) -> tuple[list[str], dict[str, str], list[d
     with deadline():
         batches = list(make_loader(urls, errors_path=str(path), **{**SMALL, **kw}))
     records = [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
-    return [k for b in batches for row in b.keys for k in row], *split(records)
+    return [k for b in batches for row in b.sample_keys for k in row], *split(records)
 
 
 def preprocess_run(urls, out: Path, **kw) -> tuple[list[str], dict[str, str], dict]:
@@ -78,16 +78,16 @@ def resume_run(urls, cut: int = 2, **kw) -> None:
     cfg = LoaderConfig().with_overrides(**{**SMALL, "batch_size": 1, "max_per_seq": 1, **kw})  # a row per example
     with deadline():
         full = make_loader(urls, cfg)
-        want = [row for b in full for row in b.keys]
+        want = [row for b in full for row in b.sample_keys]
         cut = max(0, min(cut, len(want) - 1))
         loader = make_loader(urls, cfg)
         it = iter(loader)
-        head = [row for _ in range(cut) for row in next(it).keys]
+        head = [row for _ in range(cut) for row in next(it).sample_keys]
         state = json.loads(json.dumps(loader.state_dict()))
         del it
         resumed = make_loader(urls, cfg)
         resumed.load_state_dict(state)
-        tail = [row for b in resumed for row in b.keys]
+        tail = [row for b in resumed for row in b.sample_keys]
     assert head + tail == want
     assert resumed.stats.errors == full.stats.errors and resumed.stats.error_kinds == full.stats.error_kinds
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from ..fit.image import MODES, FitConfig
@@ -57,7 +58,7 @@ def _records(out: Path, manifest: dict) -> list[ErrorRecord]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..offline.engines import preprocess
+    from ..offline.engines import PreprocessError, preprocess
     from ..storage.manifest import ManifestError
 
     urls = checks.check_sources(args.urls)  # nothing is written for a path that does not exist
@@ -74,6 +75,13 @@ def run(args: argparse.Namespace) -> int:
         )
     except ManifestError as exc:  # another run's folder: a mistake in --out, said in one line
         raise checks.UsageError(str(exc)) from None
+    except PreprocessError as exc:  # not complete: the first records and a hint, exit 1
+        m = exc.manifest
+        code = checks.report_outcome("preprocess", m["totals"]["examples"], _records(Path(args.out), m), urls=urls,
+                                     video=cfg.video, label_field=cfg.label_field)
+        if code == 0:  # a source gave nothing that does not read as unopened (e.g. not a tar)
+            print(f"patchpack preprocess: error: {exc}", file=sys.stderr)
+        return 1
     t = m["totals"]
     print(
         f"{len(m['shards'])} shard(s) -> {args.out}: {t['examples']:,} examples, {t['rows']:,} rows, "

@@ -212,7 +212,7 @@ class _LabelGuard:
             bad = (labels >= self.num_classes).nonzero()
             if len(bad):
                 r, j = (int(v) for v in bad[0])
-                raise checks.UsageError(_label_message(int(labels[r, j]), batch.keys[r][j], self.num_classes))
+                raise checks.UsageError(_label_message(int(labels[r, j]), batch.sample_keys[r][j], self.num_classes))
             self.batches += 1
             self.labelled += int((labels >= 0).sum())
             yield batch

@@ -26,6 +26,10 @@ Sampled sizes are then capped by the same budget as native. Defined edge cases:
   as far as the budget allows (the grid is ``1 x max_patches`` at worst).
 * Rounding is to the nearest patch multiple; if that overshoots the budget,
   the side that is relatively most enlarged loses a patch until it fits.
+* ``grid_multiple = m > 1`` (Qwen2-VL's ``merge_size``: its vision tower merges ``m x m``
+  patches): the grid is then moved by :func:`merge_grid` to sides that are multiples of
+  ``m``, at least ``m x m``, still under the budget (which must allow ``m * m`` patches);
+  a side may grow by up to ``m - 1`` patches past the source size when rounding up.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["FitConfig", "fit", "fit_grid", "MODES"]
+__all__ = ["FitConfig", "fit", "fit_grid", "merge_grid", "MODES"]
 
 MODES = ("native", "side-uniform", "side-truncnorm", "area-uniform", "area-truncnorm")
 
@@ -55,6 +59,8 @@ class FitConfig:
         allow_upsample: whether sizes may exceed the source size (always true up
             to one patch). In ``"native"`` mode it enlarges each example to fill the
             patch budget; in sampled modes it lets the drawn side exceed the source.
+        grid_multiple: ``m``, both grid sides are multiples of it (1: any grid). 2 for
+            Qwen2-VL's 2x2 patch merge; the patch budget must allow ``m * m`` patches.
     """
 
     patch_size: int = 16
@@ -66,6 +72,7 @@ class FitConfig:
     side_mean: float | None = None
     side_std: float | None = None
     allow_upsample: bool = False
+    grid_multiple: int = 1
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -78,6 +85,12 @@ class FitConfig:
             raise ValueError("max_pixels must allow at least one patch")
         if not 0 < self.side_min <= self.side_max:
             raise ValueError("need 0 < side_min <= side_max")
+        m = self.grid_multiple
+        if isinstance(m, bool) or not isinstance(m, int) or m < 1:
+            raise ValueError(f"grid_multiple must be an integer >= 1, got {m!r}")
+        if self.patch_budget is not None and self.patch_budget < m * m:
+            raise ValueError(f"grid_multiple={m} needs a budget of at least {m * m} patches per frame, "
+                             f"got {self.patch_budget} (raise max_patches/max_pixels)")
 
     @property
     def patch_budget(self) -> int | None:
@@ -105,8 +118,41 @@ def _sample_side(cfg: FitConfig, rng: np.random.Generator) -> float:
     return float(min(max(mean, lo), hi))
 
 
+def merge_grid(grid_h: int, grid_w: int, merge_size: int = 2, max_patches: int | None = None) -> tuple[int, int]:
+    """A grid moved to the nearest sides that are multiples of ``merge_size`` (``m``), in patches.
+
+    Each side is rounded to the nearest multiple of ``m`` (at least ``m``); while the product
+    exceeds ``max_patches`` one side loses ``m``: the one whose loss keeps the aspect ratio
+    closest to the input's. The result never goes below ``m x m`` (so ``max_patches < m*m``
+    yields ``m x m``). :func:`fit_grid` applies it with ``FitConfig.grid_multiple``.
+    """
+    m = int(merge_size)
+    if m < 1 or grid_h < 1 or grid_w < 1:
+        raise ValueError(f"need positive grid sides and merge_size, got {grid_h}x{grid_w}, m={m}")
+    gh = max(m, int(math.floor(grid_h / m + 0.5)) * m)
+    gw = max(m, int(math.floor(grid_w / m + 0.5)) * m)
+    if max_patches is not None:
+        aspect = math.log(grid_w / grid_h)
+        while gh * gw > max_patches and (gh > m or gw > m):
+            cut_h = abs(math.log(gw / (gh - m)) - aspect) if gh > m else math.inf
+            cut_w = abs(math.log((gw - m) / gh) - aspect) if gw > m else math.inf
+            if cut_h <= cut_w:
+                gh -= m
+            else:
+                gw -= m
+    return gh, gw
+
+
 def fit_grid(height: int, width: int, cfg: FitConfig, rng: np.random.Generator | None = None) -> tuple[int, int]:
     """Grid ``(gh, gw)`` in patches for a ``height x width`` source (see module doc)."""
+    gh, gw = _patch_grid(height, width, cfg, rng)
+    if cfg.grid_multiple > 1:
+        gh, gw = merge_grid(gh, gw, cfg.grid_multiple, cfg.patch_budget)
+    return gh, gw
+
+
+def _patch_grid(height: int, width: int, cfg: FitConfig, rng: np.random.Generator | None) -> tuple[int, int]:
+    """:func:`fit_grid` before the ``grid_multiple`` rounding."""
     if height < 1 or width < 1:
         raise ValueError(f"source size must be positive, got {height}x{width}")
     p = cfg.patch_size
@@ -137,7 +183,7 @@ def fit_grid(height: int, width: int, cfg: FitConfig, rng: np.random.Generator |
     if cfg.mode == "native" and cfg.allow_upsample and budget is not None and gh * gw < budget:
         # rounding at the budget can lose a whole row of a thin grid: never fewer tokens than without the flag
         plain = FitConfig(patch_size=p, max_patches=cfg.max_patches, max_pixels=cfg.max_pixels)
-        kept = fit_grid(height, width, plain)
+        kept = _patch_grid(height, width, plain, None)
         if kept[0] * kept[1] > gh * gw:
             return kept
     return gh, gw

@@ -24,6 +24,9 @@ A video of ``T`` sampled frames at ``height x width`` becomes a grid of
    Frames cut for the budget are removed evenly over the clip
    (:func:`patchpack.fit.frames.thin_indices`), so the clip keeps its coverage.
    The result always satisfies ``T/pt * gh * gw <= max_tokens``.
+4. **Grid multiples.** With ``FitConfig.grid_multiple = m > 1`` every grid above, the
+   shrunk ones included, has sides that are multiples of ``m`` (at least ``m x m``;
+   ``max_tokens`` must then be at least ``m * m``).
 
 Shrinking a grid reuses :func:`~patchpack.fit.image.fit_grid` in native mode with a
 tighter per-frame cap, so aspect ratio and rounding follow the image rules.
@@ -74,11 +77,12 @@ def round_frames(frames: int, tubelet: int, rounding: str = "up") -> int:
     return max(1, k) * tubelet
 
 
-def _shrink(gh: int, gw: int, cap: int, p: int) -> tuple[int, int]:
-    """Largest aspect-kept grid of at most ``cap`` patches inside ``gh x gw``."""
+def _shrink(gh: int, gw: int, cap: int, p: int, m: int = 1) -> tuple[int, int]:
+    """Largest aspect-kept grid of at most ``cap`` patches inside ``gh x gw``, sides multiples of ``m``
+    (never below ``m x m``)."""
     if gh * gw <= cap:
         return gh, gw
-    native = FitConfig(patch_size=p, max_patches=max(1, cap), max_pixels=None, mode="native")
+    native = FitConfig(patch_size=p, max_patches=max(m * m, cap), max_pixels=None, mode="native", grid_multiple=m)
     return fit_grid(gh * p, gw * p, native)
 
 
@@ -110,24 +114,26 @@ def fit_video(
         raise ValueError(f"unknown trade {trade!r}; expected one of {TRADES}")
     if max_tokens is not None and max_tokens < 1:
         raise ValueError("max_tokens must be >= 1")
-    p = fit.patch_size
+    p, m = fit.patch_size, fit.grid_multiple
+    if max_tokens is not None and max_tokens < m * m:
+        raise ValueError(f"max_tokens={max_tokens} is below one {m}x{m} grid (FitConfig.grid_multiple={m})")
     gh, gw = fit_grid(height, width, fit, rng)
     t = round_frames(frames, tubelet, rounding) // tubelet  # tubelets
     if max_tokens is not None and t * gh * gw > max_tokens:
         t_all = t
         if trade == "frames":
             t = max(1, min(t_all, max_tokens // (gh * gw)))
-            gh, gw = _shrink(gh, gw, max_tokens // t, p)
+            gh, gw = _shrink(gh, gw, max_tokens // t, p, m)
         elif trade == "resolution":
             per = max_tokens // t_all
-            if per >= 1:
-                gh, gw = _shrink(gh, gw, per, p)
+            if per >= m * m:
+                gh, gw = _shrink(gh, gw, per, p, m)
             else:
-                gh, gw = 1, 1
-                t = max_tokens
+                gh, gw = m, m
+                t = max_tokens // (m * m)
         else:
             s = max_tokens / (t_all * gh * gw)
             t = max(1, min(t_all, round(t_all * math.sqrt(s))))
-            gh, gw = _shrink(gh, gw, max(1, max_tokens // t), p)
+            gh, gw = _shrink(gh, gw, max(1, max_tokens // t), p, m)
             t = max(1, min(t_all, max_tokens // (gh * gw)))  # spend rounding slack on frames
     return VideoFit(frames=t * tubelet, grid=(t, gh, gw), size=(gh * p, gw * p))

@@ -5,51 +5,25 @@ tokens into ``pixel_values [sum N, C*tp*p*p]``: inside a token the channel is sl
 the ``tp`` frames, then ``p x p`` pixels; tokens go by temporal patch, then by ``m x m``
 merge window (row-major over windows), then row-major inside the window. Images are
 repeated to ``tp`` frames; a clip whose frame count is not a multiple of ``tp`` repeats its
-last frame. Grid sides must be multiples of the merge size ``m`` (see :func:`merge_grid`).
+last frame. Grid sides must be multiples of the merge size ``m``: build the loader with
+``grid_multiple=m`` (the rule is :func:`patchpack.fit.image.merge_grid`).
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 from torch import nn
 
+from ..fit.image import merge_grid
 from .common import Examples, batch_tensors, gather_examples, normalize, token_tubelet
 
 if TYPE_CHECKING:  # pragma: no cover
     from patchpack import PackedBatch
 
 __all__ = ["Qwen2VLInputs", "to_qwen2_vl", "merge_grid", "PackedQwen2VLVision", "PackedQwen2VLOutput"]
-
-
-def merge_grid(grid_h: int, grid_w: int, merge_size: int = 2, max_patches: int | None = None) -> tuple[int, int]:
-    """A fitted grid moved to the nearest sides that are multiples of ``merge_size``.
-
-    Each side is rounded to the nearest multiple of ``m`` (at least ``m``); while the product
-    exceeds ``max_patches`` one side loses ``m``: the one whose loss keeps the aspect ratio
-    closest to the input's. The result
-    never goes below ``m x m`` (so ``max_patches < m*m`` yields ``m x m``). Pure integers: this is
-    the rule the fit stage applies when a loader is built for Qwen2-VL (``merge_size`` option);
-    call it yourself to plan sizes.
-    """
-    m = int(merge_size)
-    if m < 1 or grid_h < 1 or grid_w < 1:
-        raise ValueError(f"need positive grid sides and merge_size, got {grid_h}x{grid_w}, m={m}")
-    gh = max(m, int(math.floor(grid_h / m + 0.5)) * m)
-    gw = max(m, int(math.floor(grid_w / m + 0.5)) * m)
-    if max_patches is not None:
-        aspect = math.log(grid_w / grid_h)
-        while gh * gw > max_patches and (gh > m or gw > m):
-            cut_h = abs(math.log(gw / (gh - m)) - aspect) if gh > m else math.inf
-            cut_w = abs(math.log((gw - m) / gh) - aspect) if gw > m else math.inf
-            if cut_h <= cut_w:
-                gh -= m
-            else:
-                gw -= m
-    return gh, gw
 
 
 @dataclass
@@ -121,7 +95,7 @@ def _convert(ex: Examples, patch_size: int, temporal_patch_size: int, merge_size
         raise ValueError(
             f"Qwen2-VL needs grid sides that are multiples of merge_size={m}, but example "
             f"(row {int(ex.slots[k, 0])}, slot {int(ex.slots[k, 1])}) has grid {ex.grids[k].tolist()}; "
-            "fit the loader's sizes with patchpack.interop.merge_grid (merge_size option)"
+            f"build the loader with grid_multiple={m} (the rule is patchpack.fit.image.merge_grid)"
         )
     pieces, grids = [], []
     for k, grid in enumerate(ex.grids.tolist()):

@@ -103,10 +103,36 @@ class PackedDataset(IterableDataset):
             check_stored_shards(self.urls, self.config)
         self.serve_packed = self.mixture is None and serves_packed(self.urls, self.config)
         self.rank, self.world_size = dist_info(self.config.rank, self.config.world_size)
-        # set by PackedLoader before each pass
-        self.start_epoch = 0
-        self.worker_offset = 0
+        # set by PackedLoader before each pass; in shared memory so that persistent workers,
+        # which keep their copy of the dataset, read each new pass's values
+        self._pass = torch.zeros(3, dtype=torch.int64).share_memory_()  # epoch, worker offset, pass id
         self.resume: dict[int, dict] = {}
+        self.resume_pass = 0  # the pass id `resume` belongs to
+
+    @property
+    def start_epoch(self) -> int:
+        return int(self._pass[0])
+
+    @start_epoch.setter
+    def start_epoch(self, epoch: int) -> None:
+        self._pass[0] = int(epoch)
+
+    @property
+    def worker_offset(self) -> int:
+        return int(self._pass[1])
+
+    @worker_offset.setter
+    def worker_offset(self, offset: int) -> None:
+        self._pass[1] = int(offset)
+
+    @property
+    def pass_id(self) -> int:
+        """Counts the loader's passes (``iter()`` calls)."""
+        return int(self._pass[2])
+
+    @pass_id.setter
+    def pass_id(self, n: int) -> None:
+        self._pass[2] = int(n)
 
     def __iter__(self) -> Iterator[PackedBatch]:
         wi = get_worker_info()
@@ -121,8 +147,8 @@ class PackedDataset(IterableDataset):
 
     def _position(self, workers: int, logical: int) -> tuple:
         """``(consumer, consumers, worker, start epoch, resume state)`` of one worker."""
-        return (self.rank * workers + logical, self.world_size * workers, logical, self.start_epoch,
-                self.resume.get(logical))
+        resume = self.resume.get(logical) if self.resume_pass == self.pass_id else None
+        return (self.rank * workers + logical, self.world_size * workers, logical, self.start_epoch, resume)
 
     def fingerprint(self) -> str:
         """Digest of the shards, sources and config a saved state must match."""
@@ -133,8 +159,22 @@ def _passthrough(batch: PackedBatch) -> PackedBatch:
     return batch
 
 
+class _SizesOnlyStream(ConsumerStream):
+    """A consumer stream that makes every packing decision but builds no pixels (for counting)."""
+
+    def _rows(self, rows):
+        for seq in rows:
+            for item in seq.handles:
+                item.data = b""
+        return [[] for _ in rows]
+
+
 class PackedLoader(DataLoader):
     """A ``DataLoader`` of :class:`PackedBatch` with ``state_dict()``/``load_state_dict()``.
+
+    ``len(loader)`` is the number of batches of the next pass where it is known (see
+    :meth:`__len__`), else a ``TypeError`` saying why. ``persistent_workers`` and ``drop_last``
+    are accepted (see :func:`make_loader`); the other batching options are fixed.
 
     Attributes:
         stats: :class:`PackStats` merged over every batch received (marker batches included).
@@ -142,13 +182,16 @@ class PackedLoader(DataLoader):
         source_stats: for a mixture, source name -> :class:`PackStats` (examples and errors).
     """
 
-    def __init__(self, dataset: PackedDataset, **kwargs: Any) -> None:
-        if kwargs.pop("persistent_workers", False):
-            raise ValueError("persistent_workers is not supported: each pass sends the resume state to the workers")
-        for bad in ("batch_size", "shuffle", "sampler", "batch_sampler", "drop_last", "collate_fn"):
+    def __init__(self, dataset: PackedDataset, *, drop_last: bool = False, **kwargs: Any) -> None:
+        for bad in ("batch_size", "shuffle", "sampler", "batch_sampler", "collate_fn"):
             if bad in kwargs:
                 raise TypeError(f"{bad} is fixed by the packed loader (rows per batch: LoaderConfig.batch_size)")
+        if kwargs.get("persistent_workers") and not kwargs.get("num_workers"):
+            kwargs.pop("persistent_workers")  # nothing to keep alive without workers
         super().__init__(dataset, batch_size=None, collate_fn=_passthrough, **kwargs)
+        # DataLoader's own drop_last is about batching samples, which a packed loader does not do
+        object.__setattr__(self, "drop_last", bool(drop_last))
+        self._counted: dict[tuple, int] = {}
         self.stats = PackStats()
         self.source_stats: dict[str, PackStats] = {}  # per source of a mixture
         self.errors: list[ErrorRecord] = []
@@ -175,14 +218,77 @@ class PackedLoader(DataLoader):
         if not self._resume_pending:
             self._states, self._next_worker = {}, 0
         self._resume_pending = False
-        ds.start_epoch, ds.worker_offset = self._epoch, self._next_worker
-        ds.resume = dict(self._states)
+        if self._states and self._workers_alive():
+            raise RuntimeError("a resume state cannot reach persistent workers that are already running; "
+                               "call load_state_dict before the first pass, or use persistent_workers=False")
+        ds.start_epoch, ds.worker_offset, ds.pass_id = self._epoch, self._next_worker, ds.pass_id + 1
+        ds.resume, ds.resume_pass = dict(self._states), ds.pass_id
+        full = self.config.batch_size
         for batch in super().__iter__():
             self._absorb(batch)
-            if not batch.info.get("empty"):
+            if not batch.info.get("empty") and not (self.drop_last and batch.batch_size < full):
                 yield batch
         self._epoch += 0 if self.config.epochs is None else self.config.epochs
         self._states, self._next_worker = {}, 0
+
+    def _workers_alive(self) -> bool:
+        return bool(self.persistent_workers and getattr(self, "_iterator", None) is not None)
+
+    def __len__(self) -> int:
+        """Batches the next pass yields on this rank, where that is known without reading pixels.
+
+        Known for patchpack shards (``*.arrow``: their stored rows, or a dry run of the packing
+        decisions over the stored sizes; cached per epoch) and after :meth:`count_batches` (any
+        finite source).
+        After :meth:`load_state_dict` it is still the whole pass's count.
+
+        Raises:
+            TypeError: the length is unknown: an endless loader (``epochs=None``, ``resampled``),
+                a mixture, or webdataset/folder sources not counted yet. ``TypeError`` is what
+                trainers expect from a loader without a length (they fall back to ``max_steps``).
+        """
+        key = self._count_key()
+        if key in self._counted:
+            return self._counted[key]
+        reason = self._uncountable()
+        if reason:
+            raise TypeError(f"len() of this packed loader is unknown: {reason}")
+        if not all(str(u).endswith(".arrow") for u in self.dataset.urls):
+            raise TypeError("len() of a packed loader over webdataset or folder sources needs every sample's "
+                            "header: call loader.count_batches() once (no pixel decoding), or give the trainer "
+                            "max_steps")
+        return self.count_batches()
+
+    def count_batches(self) -> int:
+        """Count the batches of the next pass on this rank with a dry run of the packing decisions
+        (every sample's header or stored size is read; no pixels are decoded) and remember it for
+        ``len()``. Costs one read of the data for webdataset/folder sources."""
+        reason = self._uncountable()
+        if reason:
+            raise TypeError(f"cannot count the batches of this packed loader: {reason}")
+        ds: PackedDataset = self.dataset
+        workers, full, n = self._workers, self.config.batch_size, 0
+        for logical in range(workers):
+            consumer, consumers, worker, _, _ = ds._position(workers, logical)
+            kind = PackedRowStream if ds.serve_packed else _SizesOnlyStream  # as PackedDataset picks
+            stream = kind(ds.urls, self.config, consumer, consumers, worker, self._epoch)
+            for item in stream:
+                if item.info.get("empty"):
+                    continue
+                n += not (self.drop_last and len(item.rows) < full)
+        self._counted[self._count_key()] = n
+        return n
+
+    def _count_key(self) -> tuple:
+        return (self._epoch, self._workers, self.drop_last)
+
+    def _uncountable(self) -> str | None:
+        cfg = self.config
+        if cfg.epochs is None or cfg.resampled:
+            return "it is endless (epochs=None or resampled=True); give the trainer max_steps"
+        if self.dataset.mixture is not None:
+            return "a mixture's batch count is not computed; give the trainer max_steps"
+        return None
 
     def _absorb(self, batch: PackedBatch) -> None:
         info = batch.info
@@ -243,6 +349,8 @@ def make_loader(
     prefetch_factor: int | None = None,
     timeout: float = 0,
     multiprocessing_context: Any = None,
+    persistent_workers: bool = False,
+    drop_last: bool = False,
     **overrides: Any,
 ) -> PackedLoader:
     """A DataLoader of :class:`PackedBatch` over webdataset shards or image folders.
@@ -256,6 +364,13 @@ def make_loader(
         config: the pipeline configuration (defaults: :class:`LoaderConfig`).
         num_workers, pin_memory, prefetch_factor, timeout, multiprocessing_context:
             as for ``torch.utils.data.DataLoader``.
+        persistent_workers: keep the worker processes between passes (no effect without
+            workers). Each pass still starts where the loader says (next epoch, or a resume
+            given to :meth:`~PackedLoader.load_state_dict` *before the first pass*; a resume
+            after the workers started fails loudly).
+        drop_last: do not yield a batch with fewer than ``batch_size`` rows (each worker's
+            last batch of a pass). Its examples are then not trained on in that pass; stats
+            and the resume state still count them as delivered.
         **overrides: :class:`LoaderConfig` fields (``batch_size=``, ``seed=``), or fields
             of its sections by name (``seq_len=``, ``patch_size=``, ``max_patches=``,
             ``max_per_seq=``) or as ``section__field`` (``image__max_pixels=``).
@@ -266,8 +381,10 @@ def make_loader(
     ...     logits = model(batch.to("cuda"))
     """
     cfg = (config or LoaderConfig()).with_overrides(**overrides)
-    kwargs: dict[str, Any] = {"num_workers": num_workers, "pin_memory": pin_memory, "timeout": timeout}
+    kwargs: dict[str, Any] = {"num_workers": num_workers, "pin_memory": pin_memory, "timeout": timeout,
+                              "drop_last": drop_last}
     if num_workers > 0:
+        kwargs["persistent_workers"] = persistent_workers
         if prefetch_factor is not None:
             kwargs["prefetch_factor"] = prefetch_factor
         if multiprocessing_context is not None:

@@ -6,10 +6,10 @@ work is :func:`~patchpack.offline.job.process_shard`.
 
 from ..storage.manifest import MANIFEST, ManifestError, read_manifest
 from .config import ENGINES, PreprocessConfig
-from .engines import preprocess
+from .engines import PreprocessError, preprocess
 from .job import output_name, process_shard, sample_to_tokens
 
 __all__ = [
-    "PreprocessConfig", "ManifestError", "preprocess", "process_shard", "sample_to_tokens", "output_name",
+    "PreprocessConfig", "ManifestError", "PreprocessError", "preprocess", "process_shard", "sample_to_tokens", "output_name",
     "read_manifest", "ENGINES", "MANIFEST",
 ]

@@ -18,7 +18,10 @@ The output folder holds
 * ``manifest.json``: the format, the producing patchpack version, the configuration,
   the inputs, one entry per finished input shard (output name, samples, examples,
   errors, tokens, bytes, sha256) and, when every shard is done, ``complete: true``
-  and the totals.
+  and the totals. A source that gives nothing (missing, unreadable, a failing pipe)
+  gets no output shard and is listed under ``unread``; such a run, or one where no
+  example came through, ends with ``complete: false`` and :class:`PreprocessError`.
+  Local inputs that do not exist are refused before anything is written.
 
 Guarantees:
 
@@ -77,7 +80,37 @@ from ..storage.manifest import (
 from .config import ENGINES, PreprocessConfig
 from .job import TMP_MARK, atomic_write_text, merge_counts, process_shard
 
-__all__ = ["preprocess", "run_local", "run_ray"]
+__all__ = ["preprocess", "run_local", "run_ray", "PreprocessError"]
+
+
+class PreprocessError(RuntimeError):
+    """A run that cannot be marked complete: a source gave nothing (missing, unreadable, a
+    failing pipe) or no example came through. The manifest (``complete: false``) and every
+    error record are written first; :attr:`manifest` holds it. Finished shards are kept, so
+    a rerun after the fix does only the rest."""
+
+    def __init__(self, message: str, manifest: dict):
+        super().__init__(message)
+        self.manifest = manifest
+
+
+def _local_path(url: str) -> str | None:
+    """The file-system path of a local url, ``None`` for remote and ``pipe:`` urls."""
+    if url.startswith("file:"):
+        return url[7:] if url.startswith("file://") else url[5:]
+    if "://" in url or url.startswith("pipe:") or url == "-":
+        return None
+    return url
+
+
+def _check_local(urls: Sequence[str]) -> None:
+    """Refuse, before anything is written, local inputs that do not exist."""
+    missing = [u for u in urls if (p := _local_path(u)) is not None and not os.path.exists(p)]
+    if missing and len(urls) == 1:
+        raise FileNotFoundError(f"input shard {missing[0]} does not exist; check the path (nothing was written)")
+    if missing:
+        raise FileNotFoundError(f"{len(missing)} of {len(urls)} input shards do not exist (first: {missing[0]}); "
+                                "check the paths (nothing was written)")
 
 
 @contextlib.contextmanager
@@ -109,7 +142,8 @@ def _clean_temporaries(out: Path) -> int:
 
 
 
-def _manifest(cfg: PreprocessConfig, urls: Sequence[str], entries: dict[str, dict], complete: bool) -> dict:
+def _manifest(cfg: PreprocessConfig, urls: Sequence[str], entries: dict[str, dict], complete: bool,
+              unread: Sequence[dict] = (), errors_file: bool | None = None) -> dict:
     from .. import __version__
 
     shards = sorted(entries.values(), key=lambda e: e["index"])
@@ -124,8 +158,10 @@ def _manifest(cfg: PreprocessConfig, urls: Sequence[str], entries: dict[str, dic
         "complete": complete,
         "totals": totals,
         "error_kinds": merge_counts(e["error_kinds"] for e in shards),
-        "errors_file": ERRORS_FILE if complete else None,
+        "errors_file": ERRORS_FILE if (complete if errors_file is None else errors_file) else None,
         "shards": shards,
+        "unread": [{k: e[k] for k in ("index", "input", "errors_file", "unread")}
+                   for e in sorted(unread, key=lambda e: e["index"])],
     }
 
 
@@ -212,6 +248,9 @@ def preprocess(
     Raises:
         ManifestError: the folder holds another run (other config or inputs' format)
             and ``overwrite`` is false, or another run holds its lock.
+        FileNotFoundError: a local input does not exist (raised before anything is written).
+        PreprocessError: a source gave nothing or no example came through; the manifest is
+            written with ``complete: false`` (and the error records) first.
     """
     from tqdm.auto import tqdm
 
@@ -223,6 +262,7 @@ def preprocess(
     urls = expand_sources(urls)
     if len(set(urls)) != len(urls):
         raise ValueError("the same input shard is listed twice")
+    _check_local(urls)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     with _lock(out):
@@ -250,8 +290,14 @@ def preprocess(
         bar = tqdm(total=len(urls), initial=len(entries), unit="shard", disable=not progress, desc="preprocess")
         done_examples = sum(e["examples"] for e in entries.values())
         done_errors = sum(e["errors"] for e in entries.values())
+        unread: list[dict] = []  # sources that gave nothing: not finished, retried by a rerun
         try:
             for entry in run_engine(todo, workers) if todo else ():
+                if entry.get("unread") is not None:
+                    unread.append(entry)
+                    done_errors += entry["errors"]
+                    bar.update(1)
+                    continue
                 entries[entry["input"]] = entry
                 atomic_write_text(out / MANIFEST, json.dumps(_manifest(cfg, urls, entries, False), indent=1))
                 done_examples += entry["examples"]
@@ -261,10 +307,23 @@ def preprocess(
         finally:
             bar.close()
         lines = []
-        for e in sorted(entries.values(), key=lambda e: e["index"]):
+        for e in sorted([*entries.values(), *unread], key=lambda e: e["index"]):
             lines.append((out / e["errors_file"]).read_text(encoding="utf-8"))
         atomic_write_text(out / ERRORS_FILE, "".join(lines))
-        manifest = _manifest(cfg, urls, entries, True)
+        examples = sum(e["examples"] for e in entries.values())
+        complete = not unread and examples > 0
+        manifest = _manifest(cfg, urls, entries, complete, unread, errors_file=True)
         atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=1))
+    if unread:
+        first = min(unread, key=lambda e: e["index"])
+        raise PreprocessError(
+            f"{len(unread)} of {len(urls)} input shard(s) gave nothing (first: {first['input']}: {first['unread']}); "
+            f"the run is not complete: fix the source and run again (finished shards are kept)", manifest)
+    if not complete:
+        t = manifest["totals"]
+        kinds = ", ".join(f"{k}={v}" for k, v in manifest["error_kinds"].items()) or "none"
+        raise PreprocessError(
+            f"no example came through ({t['samples']} samples, {t['errors']} error records: {kinds}); "
+            f"the run is not complete: the records are in {out / ERRORS_FILE}", manifest)
     return manifest
 

@@ -130,6 +130,9 @@ def process_shard(task: dict) -> dict:
 
     ``task`` holds ``url``, ``index`` (position among the inputs), ``out_dir`` and
     ``config`` (a :class:`PreprocessConfig`). This is the unit of work of both engines.
+    A source that gave no sample at all, only a shard record (missing, unreadable, a failing
+    pipe), writes no output shard: the entry then has ``unread`` (the record's message) and
+    ``output=None``, and only its error file is written.
     """
     url, cfg = task["url"], task["config"]
     out_dir = Path(task["out_dir"])
@@ -149,15 +152,22 @@ def process_shard(task: dict) -> dict:
             for written, (tok, _) in enumerate(stream, 1):
                 writer.write(tok)
                 _interrupt_here(task, written)
-        info = writer.close()
+        # every sample is an example or a sample-level record; records keyed by the shard are about the shard
+        samples = writer.examples + sum(e.key != e.shard for e in errors)
+        unread = next((e.message for e in errors if e.key == e.shard), None) if samples == 0 else None
+        if unread is not None:  # the source gave nothing but a shard record: no (empty) output shard
+            writer.abort()
+        else:
+            info = writer.close()
     except BaseException:
         writer.abort()
         raise
-    # every sample is an example or a sample-level record; records keyed by the shard are about the shard
-    samples = info.examples + sum(e.key != e.shard for e in errors)
     err_name = f"{ERRORS_DIR}/{Path(name).stem}.jsonl"
     (out_dir / ERRORS_DIR).mkdir(exist_ok=True)
     atomic_write_text(out_dir / err_name, "".join(json.dumps(e.to_dict()) + "\n" for e in errors))
+    if unread is not None:
+        return {"index": int(task["index"]), "input": url, "output": None, "errors_file": err_name,
+                "unread": unread, "errors": len(errors), "error_kinds": _count(e.kind for e in errors)}
     return {
         "index": int(task["index"]),
         "input": url,

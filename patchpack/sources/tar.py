@@ -49,16 +49,39 @@ def read_tar(url: str, start: int, owns: Callable[[int], bool],
         if owns(0):  # one consumer of a shared shard reports the shard itself
             yield ErrorRecord(url, url, "source", "shard", f"cannot open shard: {exc}")
         return
+    seen = start > 0  # whether the shard gave a sample (a resumed read starts after some)
+    pending: list[ErrorRecord] = []  # shard records before the first sample: a failed pipe explains them
+    failure: Exception | None = None
     try:
         for item in scan_tar(decompressed(stream), url, config, lambda i: i >= start and owns(i)):
-            if isinstance(item, TarSample):
-                yield Sample(item.key, url, item.members, item.index)
-            elif item.index is not None or (item.position >= start and owns(0)):
-                yield item.record
-    except Exception as exc:  # an unreadable stream (I/O error before the first byte, ...)
-        if owns(0):
-            yield ErrorRecord(url, url, "source", "shard", f"tar unreadable: {type(exc).__name__}: {exc}")
+            if isinstance(item, TarSample) or item.index is not None:
+                seen = True
+                yield from pending
+                pending.clear()
+                yield Sample(item.key, url, item.members, item.index) if isinstance(item, TarSample) else item.record
+            elif item.position >= start and owns(0):
+                if seen:
+                    yield item.record
+                else:
+                    pending.append(item.record)
+    except Exception as exc:  # an unreadable stream (I/O error before the first byte, a failing pipe, ...)
+        failure = exc
     finally:
-        close = getattr(stream, "close", None)
-        if close is not None:
-            close()
+        try:
+            _close(stream)
+        except Exception as exc:  # a pipe command's exit status arrives on close
+            failure = failure or exc
+    # not reached when the consumer stopped early
+    if failure is not None and not seen:  # nothing came through: one record for the source
+        if owns(0):
+            yield ErrorRecord(url, url, "source", "shard", f"cannot open shard: {type(failure).__name__}: {failure}")
+        return
+    yield from pending
+    if failure is not None and owns(0):
+        yield ErrorRecord(url, url, "source", "shard", f"tar unreadable: {type(failure).__name__}: {failure}")
+
+
+def _close(stream) -> None:
+    close = getattr(stream, "close", None)
+    if close is not None:
+        close()

@@ -4,9 +4,9 @@
 and the numpy layers of patchpack, preprocessing workers included, must not. This module
 keeps webdataset's conventions exactly: sample keys and member extensions
 (:func:`base_plus_ext`), ``::`` lists, ``${VAR}`` substitution from ``WDS_VAR`` and brace
-expansion (:func:`expand_urls`, with ``braceexpand``, webdataset's own dependency), the
-seeded shard shuffle (:func:`shuffle_urls`) and the streaming tar walk
-(:func:`iter_tar_members`, ``tarfile`` in ``"r|*"`` mode as ``tar_file_iterator`` does).
+expansion (:func:`expand_urls`, with ``braceexpand``, webdataset's own dependency) and the
+seeded shard shuffle (:func:`shuffle_urls`). Tars themselves are walked by
+:func:`patchpack.sources.tarscan.scan_tar`.
 Local paths and ``file:`` urls are opened directly; any other url (``pipe:``, ``http:``,
 ``s3:`` ...) goes through ``webdataset.gopen``, imported only then.
 """
@@ -16,12 +16,11 @@ from __future__ import annotations
 import os
 import random
 import re
-import tarfile
-from typing import IO, Iterator
+from typing import IO
 
 import braceexpand
 
-__all__ = ["base_plus_ext", "expand_urls", "shuffle_urls", "open_url", "iter_tar_members", "SKIP_META"]
+__all__ = ["base_plus_ext", "expand_urls", "shuffle_urls", "open_url", "SKIP_META"]
 
 #: member names skipped entirely (webdataset's default ``skip_meta``)
 SKIP_META = r"__[^/]*__($|/)"
@@ -73,18 +72,3 @@ def open_url(url: str) -> IO[bytes]:
 
     return gopen(url)
 
-
-def iter_tar_members(stream: IO[bytes], skip_meta: str | None = SKIP_META) -> Iterator[tuple[str, bytes]]:
-    """``(member name, bytes)`` of the regular files of a tar stream, in order (streaming, no seeking)."""
-    tar = tarfile.open(fileobj=stream, mode="r|*")
-    for info in tar:
-        name = info.name
-        if not info.isreg() or name is None:
-            continue
-        if "/" not in name and name.startswith("__") and name.endswith("__"):
-            continue
-        if skip_meta is not None and re.match(skip_meta, name):
-            continue
-        data = tar.extractfile(info).read()
-        yield name, data
-        tar.members = []

@@ -27,7 +27,7 @@ from .checkpoint import CHECKPOINT, load_checkpoint, loader_state, save_checkpoi
 from .config import TrainConfig, TrainResult
 from .models import build_model, model_loss
 
-__all__ = ["train", "evaluate", "lr_factor", "LOG"]
+__all__ = ["train", "evaluate", "lr_factor", "check_labels", "LOG"]
 
 LOG = "train_log.jsonl"
 
@@ -67,6 +67,29 @@ def _optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas))
 
 
+def check_labels(batch: PackedBatch, num_classes: int) -> None:
+    """Refuse a label outside ``0..num_classes-1`` (``-1`` marks empty slots) with its sample key.
+
+    Reads ``batch.labels`` where they are: :func:`train` and :func:`evaluate` pass the batch as
+    the loader yielded it (on the host, not the ``.to(device)`` copy), so the check costs no
+    device sync. Batches whose labels are already on an accelerator are not checked.
+
+    Raises:
+        ValueError: naming the first bad label's sample key, row and slot.
+    """
+    labels = batch.labels
+    if labels.device.type != "cpu" or not labels.numel():
+        return
+    if int(labels.max()) < num_classes and int(labels.min()) >= -1:
+        return
+    r, j = (int(v) for v in ((labels >= num_classes) | (labels < -1)).nonzero()[0])
+    raise ValueError(
+        f"label {int(labels[r, j])} of sample {batch.sample_keys[r][j]!r} (row {r}, slot {j}) is out of range for "
+        f"num_classes={num_classes} (labels must lie in 0..{num_classes - 1}, -1 for empty slots): fix the labels "
+        "or raise the model's num_classes"
+    )
+
+
 @torch.no_grad()
 def evaluate(
     model: torch.nn.Module,
@@ -91,9 +114,10 @@ def evaluate(
     for batch in loader:
         if max_batches is not None and batches >= max_batches:
             break
-        batch = batch.to(device, non_blocking=True)
+        host, batch = batch, batch.to(device, non_blocking=True)
         with _autocast(device, bf16):
             logits = model(batch)
+        check_labels(host, logits.shape[-1])
         valid = batch.labels >= 0
         n = int(valid.sum())
         if n:
@@ -143,7 +167,8 @@ def train(
         log: where log lines go (``None`` for silence).
 
     Raises:
-        ValueError: the loader yields no batch.
+        ValueError: the loader yields no batch, or a label is ``>= num_classes``
+            (:func:`check_labels`, naming the sample key).
     """
     cfg = config
     say = log or (lambda s: None)
@@ -202,9 +227,10 @@ def train(
                     raise ValueError("the training loader yielded no batch") from None
                 it, fresh = iter(train_loader), True
                 continue
-            batch = batch.to(device, non_blocking=True)
+            host, batch = batch, batch.to(device, non_blocking=True)
             with _autocast(device, cfg.bf16):
                 logits = model(batch)
+            check_labels(host, logits.shape[-1])  # logits [B, E, classes]; labels read on the host
             loss = model_loss(model, logits, batch.labels, cfg.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -59,7 +59,7 @@ def example_images(
     pos = batch.positions[row].numpy()
     grids = batch.grids[row].numpy()
     labels = batch.labels[row].numpy()
-    keys = batch.keys[row] if row < len(batch.keys) else []
+    keys = batch.sample_keys[row] if row < len(batch.sample_keys) else []
     p, pt = int(patch_size), int(tubelet)
     out = []
     for j, key in enumerate(keys):

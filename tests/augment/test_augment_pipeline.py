@@ -132,7 +132,7 @@ def shards(tmp_path_factory):
 
 
 def _flat(batches):
-    return [(tuple(k for row in b.keys for k in row), b.patches.numpy().tobytes(), b.grids.numpy().tobytes())
+    return [(tuple(k for row in b.sample_keys for k in row), b.patches.numpy().tobytes(), b.grids.numpy().tobytes())
             for b in batches]
 
 

@@ -102,6 +102,15 @@ def test_stats_success_still_exits_zero(data, capsys):
     assert code == 0 and json.loads(out)["examples"] == 12 and err == ""
 
 
+def test_failing_pipe_url_is_a_record_and_exit_1(capsys):
+    code, _, err = run(capsys, "stats", "pipe:false", "--no-progress", *SMALL)
+    assert code == 1 and "Traceback" not in err
+    lines = err.splitlines()
+    assert lines[0] == "patchpack stats: error: no example came through (1 error records: shard=1)"
+    assert lines[1].startswith("  pipe:false [shard] cannot open shard: OSError")
+    assert "hint: check the paths and urls: a source that cannot be opened gives no sample" in lines
+
+
 def test_report_outcome_codes(capsys):
     gone = ErrorRecord("x.tar", "x.tar", "source", "shard", "cannot open shard: [Errno 2] No such file")
     bad = ErrorRecord("k1", "a.tar", "decode", "corrupt", "bytes do not decode")

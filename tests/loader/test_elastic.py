@@ -21,7 +21,7 @@ SMALL = dict(seq_len=64, patch_size=8, max_patches=48, batch_size=2, buffer_size
 
 
 def keys_of(batches):
-    return [k for b in batches for row in b.keys for k in row]
+    return [k for b in batches for row in b.sample_keys for k in row]
 
 
 @pytest.fixture(scope="module")
@@ -130,13 +130,13 @@ _SCRIPT = textwrap.dedent("""
     if mode == "save":
         it = iter(loader)
         for _ in range(2):
-            keys += [k for row in next(it).keys for k in row]
+            keys += [k for row in next(it).sample_keys for k in row]
         states = gather_states(loader)
         del it
     else:
         with open(path) as fh:
             loader.load_state_dict(json.load(fh))
-        keys = [k for b in loader for row in b.keys for k in row]
+        keys = [k for b in loader for row in b.sample_keys for k in row]
     gathered = [None] * dist.get_world_size()
     dist.all_gather_object(gathered, keys)
     if dist.get_rank() == 0:

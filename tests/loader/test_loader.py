@@ -25,7 +25,7 @@ SMALL = dict(seq_len=64, patch_size=8, max_patches=48, batch_size=3, buffer_size
 
 
 def keys_of(batches):
-    return [k for b in batches for row in b.keys for k in row]
+    return [k for b in batches for row in b.sample_keys for k in row]
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +74,7 @@ def test_batches_follow_the_packed_contract(clean_shards):
         assert b.patches.shape == (3, 64, 8 * 8 * 3) and b.patches.dtype == torch.uint8
     for b in batches:
         seg = b.segment_ids
-        for r, row_keys in enumerate(b.keys):
+        for r, row_keys in enumerate(b.sample_keys):
             ids = seg[r][seg[r] > 0]
             assert ids.tolist() == sorted(ids.tolist())  # examples back to back
             assert set(ids.tolist()) == set(range(1, len(row_keys) + 1))
@@ -98,7 +98,7 @@ def test_pixels_round_trip_to_the_decoded_image(tmp_path):
     img = unpatchify(b.patches[0][seg == 1].numpy(), b.positions[0][seg == 1].numpy(),
                      tuple(b.grids[0, 0].tolist()), 8)
     assert np.array_equal(img, expect)
-    assert b.labels[0, 0] == 3 and b.keys == [["one"]]
+    assert b.labels[0, 0] == 3 and b.sample_keys == [["one"]]
 
 
 def test_every_input_is_packed_or_reported(dirty_shards, tmp_path):
@@ -146,14 +146,14 @@ def test_json_labels(tmp_path):
                for i in range(4)]
     (url,) = write_shards(tmp_path, samples, per_shard=10)
     batches = list(make_loader(url, label_field="json:y", **SMALL))
-    got = {k: int(b.labels[r, j]) for b in batches for r, row in enumerate(b.keys) for j, k in enumerate(row)}
+    got = {k: int(b.labels[r, j]) for b in batches for r, row in enumerate(b.sample_keys) for j, k in enumerate(row)}
     assert got == {f"k{i}": i for i in range(4)}
 
 
 def test_folder_source(tmp_path):
     keys = write_folder(tmp_path / "imgs", {"a": 3, "b": 4})
     batches = list(make_loader(str(tmp_path / "imgs"), **SMALL))
-    got = {k: int(b.labels[r, j]) for b in batches for r, row in enumerate(b.keys) for j, k in enumerate(row)}
+    got = {k: int(b.labels[r, j]) for b in batches for r, row in enumerate(b.sample_keys) for j, k in enumerate(row)}
     assert got == {k: (0 if k.startswith("a/") else 1) for k in keys}
 
 
@@ -165,7 +165,7 @@ DROP = dict(SMALL, drop=DropConfig("beta", rate_max=0.6, beta_mean=0.4, beta_var
 def _tokens_by_key(batches):
     out = {}
     for b in batches:
-        for r, row in enumerate(b.keys):
+        for r, row in enumerate(b.sample_keys):
             for j, k in enumerate(row):
                 m = b.segment_ids[r] == j + 1
                 out[k] = (b.positions[r][m].numpy().copy(), b.patches[r][m].numpy().copy(), b.grids[r, j].tolist())
@@ -267,6 +267,20 @@ def test_overrides_route_to_sections():
         LoaderConfig().with_overrides(sequence_length=10)
 
 
+def test_grid_multiple_reaches_the_fit_through_loader_options(clean_shards):
+    from patchpack.decode.video import VideoConfig
+
+    urls, samples = clean_shards
+    batches = list(make_loader(urls, grid_multiple=2, **SMALL))
+    sides = [g for b in batches for g in b.grids[..., 1:].reshape(-1, 2).tolist() if g != [0, 0]]
+    assert len(sides) == len(samples)
+    assert all(h % 2 == 0 and w % 2 == 0 and 4 <= h * w <= SMALL["max_patches"] for h, w in sides)
+    plain = [g for b in make_loader(urls, **SMALL) for g in b.grids[..., 1:].reshape(-1, 2).tolist() if g != [0, 0]]
+    assert any(h % 2 or w % 2 for h, w in plain)  # the option changed something
+    with pytest.raises(ValueError, match="below one 2x2 grid"):
+        LoaderConfig().with_overrides(grid_multiple=2, video=VideoConfig(max_tokens=3))
+
+
 def _mp4(frames: int = 12, h: int = 48, w: int = 64) -> bytes:
     import io
 
@@ -290,11 +304,11 @@ def test_video_enabled_stream_mixes_images_as_single_tubelets(tmp_path):
     urls = write_shards(tmp_path, samples, per_shard=10)
     cfg = LoaderConfig(video=video.VideoConfig(frames=4, tubelet=2)).with_overrides(**dict(SMALL, seq_len=128))
     batches = list(make_loader(urls, cfg))
-    grids = {k: b.grids[r, j].tolist() for b in batches for r, row in enumerate(b.keys) for j, k in enumerate(row)}
+    grids = {k: b.grids[r, j].tolist() for b in batches for r, row in enumerate(b.sample_keys) for j, k in enumerate(row)}
     assert all(b.patches.shape[-1] == 2 * 8 * 8 * 3 for b in batches)
     assert grids["clip"][0] == 2 and all(g[0] == 1 for k, g in grids.items() if k != "clip")
     # without a video config the clip's poster image is used instead
-    plain = {k for b in make_loader(urls, **SMALL) for row in b.keys for k in row}
+    plain = {k for b in make_loader(urls, **SMALL) for row in b.sample_keys for k in row}
     assert "clip" in plain
 
 
@@ -342,7 +356,7 @@ _DDP_SCRIPT = textwrap.dedent("""
     loader = make_loader(urls, num_workers=2, seq_len=64, patch_size=8, max_patches=48, batch_size=2,
                          buffer_size=4)
     assert loader.dataset.rank == dist.get_rank() and loader.dataset.world_size == 2
-    mine = [k for b in loader for row in b.keys for k in row]
+    mine = [k for b in loader for row in b.sample_keys for k in row]
     errors = [e.key for e in loader.errors]
     gathered = [None, None]
     dist.all_gather_object(gathered, {"keys": mine, "errors": errors})

@@ -35,11 +35,11 @@ def _cfg(**kw):
 def test_rows_served_as_stored(packed):
     folder, rows = packed
     batches = list(make_loader(folder, _cfg()))
-    served = [tuple(k) for b in batches for k in b.keys]
+    served = [tuple(k) for b in batches for k in b.sample_keys]
     assert sorted(served) == sorted(rows)  # every stored row once, none repacked
     for b in batches:
         assert b.patches.shape[1:] == (L, P * P * 3) and b.grids.shape[1] == E
-        for i, keys in enumerate(b.keys):
+        for i, keys in enumerate(b.sample_keys):
             seq = rows[tuple(keys)]
             n = sum(len(t) for t in seq)
             np.testing.assert_array_equal(b.patches[i, :n].numpy(), np.concatenate([t.patches for t in seq]))
@@ -53,7 +53,7 @@ def test_rows_served_as_stored(packed):
 
 def test_exactly_once_over_workers(packed):
     folder, rows = packed
-    served = [tuple(k) for b in make_loader(folder, _cfg(), num_workers=2) for k in b.keys]
+    served = [tuple(k) for b in make_loader(folder, _cfg(), num_workers=2) for k in b.sample_keys]
     assert sorted(served) == sorted(rows)
 
 
@@ -70,14 +70,14 @@ def test_resume_continues_after_last_row(packed):
     again = make_loader(folder, _cfg(shuffle_shards=True, seed=7))
     again.load_state_dict(state)
     rest = list(again)
-    assert [b.keys for b in first + rest] == [b.keys for b in full]
+    assert [b.sample_keys for b in first + rest] == [b.sample_keys for b in full]
     assert all(a == b for a, b in zip(first + rest, full))
 
 
 def test_repack_option_and_short_seq_len(packed):
     folder, rows = packed
     repacked = list(make_loader(folder, _cfg(packed_shards="repack")))
-    keys = sorted(k for b in repacked for ks in b.keys for k in ks)
+    keys = sorted(k for b in repacked for ks in b.sample_keys for k in ks)
     assert keys == sorted(k for r in rows for k in r)
     with pytest.raises(ValueError, match="packed_shards='repack'"):
         make_loader(folder, _cfg().with_overrides(seq_len=48)).__iter__().__next__()

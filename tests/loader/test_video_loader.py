@@ -84,7 +84,7 @@ def test_mixed_batches_hold_images_and_videos_with_the_right_layout(mixed):
     both_in_one_row = False
     for batch in loader:
         assert batch.patches.shape[-1] == PT * P * P * 3  # one token width for both
-        for b, keys in enumerate(batch.keys):
+        for b, keys in enumerate(batch.sample_keys):
             row_kinds = {kinds[k] for k in keys}
             both_in_one_row |= row_kinds == {"image", "video"}
             seg = batch.segment_ids[b].numpy()
@@ -128,7 +128,7 @@ def test_dropping_keeps_video_positions_consistent(mixed):
     loader = make_loader(urls, _config(training=True, drop=DropConfig(kind="constant", rate=0.5)))
     videos = dropped = 0
     for batch in loader:
-        for b, keys in enumerate(batch.keys):
+        for b, keys in enumerate(batch.sample_keys):
             seg = batch.segment_ids[b].numpy()
             for j, key in enumerate(keys):
                 t, gh, gw = (int(v) for v in batch.grids[b, j])
@@ -148,7 +148,7 @@ def test_images_only_stream_is_unchanged_by_the_video_hook(mixed, tmp_path):
     keys = set()
     for batch in loader:
         assert batch.patches.shape[-1] == P * P * 3
-        keys |= {k for row in batch.keys for k in row}
+        keys |= {k for row in batch.sample_keys for k in row}
     assert keys == {k for k, v in kinds.items() if v == "image"}
     assert {e.key for e in loader.errors} >= {k for k, v in kinds.items() if v == "video"}
 
@@ -161,7 +161,7 @@ def test_gif_member_in_a_video_stream(tmp_path):
     loader = make_loader(sorted(str(p) for p in tmp_path.glob("gif-*.tar")), _config())
     grids = {}
     for batch in loader:
-        for b, keys in enumerate(batch.keys):
+        for b, keys in enumerate(batch.sample_keys):
             for j, key in enumerate(keys):
                 grids[key] = tuple(int(v) for v in batch.grids[b, j])
     assert set(grids) == {"g0", "g1"} and grids["g1"][0] == 1

@@ -65,7 +65,7 @@ def _online(urls, cfg: LoaderConfig):
     loader = make_loader(urls, cfg)
     out = {}
     for b in loader:
-        for i, keys in enumerate(b.keys):
+        for i, keys in enumerate(b.sample_keys):
             for j, key in enumerate(keys):
                 sel = b.segment_ids[i] == j + 1
                 out[key] = (tuple(b.grids[i, j].tolist()), int(b.labels[i, j]), b.patches[i][sel].numpy(),

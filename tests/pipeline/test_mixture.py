@@ -18,7 +18,7 @@ SMALL = dict(seq_len=64, patch_size=8, max_patches=16, batch_size=3, buffer_size
 
 
 def keys_of(batches):
-    return [k for b in batches for row in b.keys for k in row]
+    return [k for b in batches for row in b.sample_keys for k in row]
 
 
 @pytest.fixture(scope="module")
@@ -73,14 +73,14 @@ def test_resume_equals_the_uninterrupted_run(two, cut):
     a, b = two
     mix = lambda: [Source(a, 0.6, name="a"), Source(b, 0.4, name="b", max_patches=4)]  # noqa: E731
     full = make_loader(mix(), **SMALL)
-    ref = [(tuple(k for r in x.keys for k in r), x.patches.numpy().tobytes()) for x in full]
+    ref = [(tuple(k for r in x.sample_keys for k in r), x.patches.numpy().tobytes()) for x in full]
     loader = make_loader(mix(), **SMALL)
     it = iter(loader)
     head = [next(it) for _ in range(cut)]
     state = loader.state_dict()
     resumed = make_loader(mix(), **SMALL)
     resumed.load_state_dict(state)
-    got = [(tuple(k for r in x.keys for k in r), x.patches.numpy().tobytes()) for x in head + list(resumed)]
+    got = [(tuple(k for r in x.sample_keys for k in r), x.patches.numpy().tobytes()) for x in head + list(resumed)]
     assert got == ref
     assert resumed.stats.to_dict() == full.stats.to_dict()
     assert {n: s.to_dict() for n, s in resumed.source_stats.items()} == {
@@ -92,7 +92,7 @@ def test_per_source_options(two, tmp_path):
     loader = make_loader([Source(a, 1, name="small", max_patches=1), Source(b[:2], 1, name="big")], **SMALL)
     grids = {}
     for batch in loader:
-        for r, row in enumerate(batch.keys):
+        for r, row in enumerate(batch.sample_keys):
             for j, k in enumerate(row):
                 grids[k] = batch.grids[r, j].tolist()
     assert all(g[1] * g[2] == 1 for k, g in grids.items() if k[0] == "a")

@@ -102,6 +102,23 @@ def test_missing_empty_and_garbage_shards_are_records(tmp_path):
     assert list(read_task(ShardTask(str(tmp_path / "missing.tar"), 1, 2))) == []
 
 
+def test_failing_pipe_command_is_one_shard_record(tmp_path):
+    """A ``pipe:`` url whose command fails reports its exit status (raised on close) as a record."""
+    recs = list(read_shard("pipe:false"))
+    assert len(recs) == 1 and isinstance(recs[0], ErrorRecord)
+    assert (recs[0].key, recs[0].kind) == ("pipe:false", "shard")
+    assert recs[0].message.startswith("cannot open shard:") and "exit 1" in recs[0].message
+    # a pipe that sends a whole tar, then fails: the samples, then the shard record
+    url = write_shards(tmp_path, make_samples(3), per_shard=10)[0]
+    got, errors = split(list(read_shard(f"pipe:cat {url}; exit 3")))
+    assert len(got) == 3 and len(errors) == 1 and "exit 3" in errors[0].message
+    assert errors[0].message.startswith("tar unreadable: OSError")
+    # a consumer that stops early does not see the pipe's status
+    it = read_shard(f"pipe:cat {url}; exit 3")
+    assert isinstance(next(it), Sample)
+    it.close()
+
+
 def test_folder_source_labels_from_subfolders(tmp_path):
     keys = write_folder(tmp_path, {"cat": 2, "dog": 3})
     (tmp_path / "dog" / "img000.pkl").write_bytes(b"\x80")

@@ -111,6 +111,25 @@ def test_empty_loader_is_an_error():
         train(_cfg(), [], log=None)
 
 
+def test_label_beyond_num_classes_names_the_sample():
+    batches = _batches(3, 0)
+    bad = batches[1]
+    bad.labels[1, 2] = 7  # num_classes=2
+    key = bad.sample_keys[1][2]
+    with pytest.raises(ValueError, match=rf"^label 7 of sample '{key}' \(row 1, slot 2\) is out of range for "
+                                         r"num_classes=2 \(labels must lie in 0\.\.1, -1 for empty slots\)"):
+        train(_cfg(steps=5), batches, log=None)
+    bad.labels[1, 2] = -3  # only -1 marks an empty slot
+    with pytest.raises(ValueError, match="label -3 of sample"):
+        train(_cfg(steps=5), batches, log=None)
+    model = NaViT(_cfg().model)
+    bad.labels[1, 2] = 2
+    with pytest.raises(ValueError, match=rf"label 2 of sample '{key}'"):
+        evaluate(model, batches)
+    bad.labels[1, 2] = 1
+    assert train(_cfg(steps=5), batches, log=None).step == 5  # labels in range pass
+
+
 def test_cli_train_on_synthetic_shards(tmp_path, capsys):
     from patchpack.cli import main
     from patchpack.synth import make_dataset
