@@ -81,6 +81,7 @@ def _build(args: argparse.Namespace, urls: list[str], eval_urls: list[str] | Non
         pool=args.pool,
         posemb=PosEmbConfig(kind=args.posemb),
         attention=args.attention,
+        max_example_tokens=_max_example_tokens(args, video),
         token_learner=TokenLearnerConfig(
             num_tokens=args.token_learner, fuser=args.token_fuser,
             max_frames=max(1, (video.frames or 1) // video.tubelet) if video is not None else 1,
@@ -171,6 +172,16 @@ def _check_labels(urls: list[str], num_classes: int, video: Any, label_field: st
         )
     if seen.max_label >= num_classes:
         raise checks.UsageError(_label_message(seen.max_label, seen.max_key, num_classes))
+
+
+def _max_example_tokens(args: argparse.Namespace, video) -> int:
+    """Tokens one example can have: the largest per-frame patch budget (training or
+    evaluation) times its time steps. Lets ``attention="auto"`` pick the linear-memory
+    ``window`` backend on the CPU.
+    """
+    steps = -(-(video.frames or 1) // video.tubelet) if video is not None else 1
+    budget = max([args.max_patches, *(args.eval_max_patches or [])])
+    return budget * max(1, steps)
 
 
 def _check_device_and_attention(device: str, attention: str) -> None:
