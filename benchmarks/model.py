@@ -15,7 +15,7 @@ Every figure is a ratio against a baseline measured in the same run.
    :mod:`patchpack.model.flops`); the learned sequence's padding is reported for
    these rows and for rows of a packed stream.
 3. **Peak memory** of one training step at ``B=8, L=4096`` (examples of 16..256
-   tokens), each configuration in a fresh process (peak RSS growth): the
+   tokens), each configuration in a fresh process (peak RSS over the resident size before the step): the
    linear-memory ``window`` attention against the dense ``sdpa`` mask.
 
 Step times are the fastest of ``--steps`` timed steps after two warm-up steps (robust
@@ -240,7 +240,7 @@ torch.manual_seed(0)
 model = NaViT(NaViTConfig(patch_size=p, dim=128, depth=4, heads=4, num_classes=10, attention=attention,
                           max_example_tokens=256, token_learner=TokenLearnerConfig(num_tokens=8) if tl else None)).train()
 gc.collect()
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+base = int(open("/proc/self/statm").read().split()[1]) * resource.getpagesize() // 1024  # resident now, KiB
 t0 = time.perf_counter()
 NaViT.loss(model(patches, seg, pos, grids), labels).backward()
 dt = time.perf_counter() - t0
@@ -249,7 +249,7 @@ print(json.dumps({"mb": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - ba
 
 
 def peak_memory(args) -> None:
-    b, l = (2, 2048) if args.quick else (8, 4096)
+    b, l = (4, 2048) if args.quick else (8, 4096)
     learners = ("none",) if args.quick else ("none", "tl")
     print(f"\n== peak memory of one training step (fwd + bwd), B={b}, L={l}, dim 128 depth 4, fresh process each ==")
     res = {}

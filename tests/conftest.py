@@ -7,6 +7,13 @@ import os
 import sys
 
 import pytest
+from hypothesis import settings
+
+# CI runs the property tests on a fixed sequence of examples (derandomize), so a run is
+# reproducible; locally each run explores new examples. HYPOTHESIS_PROFILE overrides either.
+settings.register_profile("ci", derandomize=True, deadline=None)
+settings.register_profile("dev", deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 if HERE not in sys.path:

@@ -124,6 +124,7 @@ def fit_video(
         if trade == "frames":
             t = max(1, min(t_all, max_tokens // (gh * gw)))
             gh, gw = _shrink(gh, gw, max_tokens // t, p, m)
+            t = max(1, min(t_all, max_tokens // (gh * gw)))  # a grid shrunk below one frame's budget frees frames
         elif trade == "resolution":
             per = max_tokens // t_all
             if per >= m * m:

@@ -210,6 +210,7 @@ def collate(
     token_dim: int | None = None,
     *,
     max_examples: int | None = None,
+    pin: bool = False,
 ) -> PackedBatch:
     """Lay out packed sequences into a :class:`PackedBatch`.
 
@@ -220,6 +221,9 @@ def collate(
             (``max_examples=``, its former name, is accepted with a ``DeprecationWarning``).
         token_dim: ``D``; taken from the first example when omitted (needed for
             a batch with no examples at all).
+        pin: allocate ``patches`` and ``positions`` in pinned (page-locked) memory, so a
+            later ``.to("cuda", non_blocking=True)`` needs no staging copy (needs an
+            accelerator; ``DataLoader(pin_memory=True)`` pins them afterwards instead).
     """
     if max_examples is not None:
         warnings.warn("collate(max_examples=) is now max_per_seq=", DeprecationWarning, stacklevel=2)
@@ -231,9 +235,17 @@ def collate(
         token_dim = next((ex.patches.shape[1] for s in sequences for ex in s), None)
         if token_dim is None:
             raise ValueError("cannot infer token_dim from a batch without examples")
-    patches = np.zeros((b, seq_len, token_dim), np.uint8)
+    # one preallocated buffer per field; tokens are copied once, straight into place, and only
+    # the padding is zeroed (``pin=True`` allocates the buffers in pinned memory)
+    if pin:
+        patches_t = torch.empty((b, seq_len, token_dim), dtype=torch.uint8, pin_memory=True)
+        positions_t = torch.empty((b, seq_len, 3), dtype=torch.int32, pin_memory=True)
+        patches, positions = patches_t.numpy(), positions_t.numpy()
+    else:
+        patches = np.empty((b, seq_len, token_dim), np.uint8)
+        positions = np.empty((b, seq_len, 3), np.int32)
+        patches_t, positions_t = torch.from_numpy(patches), torch.from_numpy(positions)
     segment_ids = np.zeros((b, seq_len), np.int32)
-    positions = np.zeros((b, seq_len, 3), np.int32)
     grids = np.zeros((b, e, 3), np.int32)
     labels = np.full((b, e), -1, np.int64)
     keys: list[list[str]] = []
@@ -241,25 +253,30 @@ def collate(
         if len(row) > e:
             raise ValueError(f"row {i} has {len(row)} examples, more than max_per_seq={e}")
         offset = 0
+        out_p, out_q, out_s = patches[i], positions[i], segment_ids[i]
         for j, ex in enumerate(row):
-            n = len(ex)
+            src = ex.patches
+            n = len(src)
             if offset + n > seq_len:
                 raise ValueError(f"row {i} holds more than seq_len={seq_len} tokens")
-            if ex.patches.shape[1] != token_dim:
+            if src.shape[1] != token_dim:
                 raise ValueError(
-                    f"example {ex.key!r} has token width {ex.patches.shape[1]}, expected {token_dim}"
+                    f"example {ex.key!r} has token width {src.shape[1]}, expected {token_dim}"
                 )
-            patches[i, offset : offset + n] = ex.patches
-            positions[i, offset : offset + n] = ex.positions
-            segment_ids[i, offset : offset + n] = j + 1
+            end = offset + n
+            out_p[offset:end] = src
+            out_q[offset:end] = ex.positions
+            out_s[offset:end] = j + 1
             grids[i, j] = ex.grid
             labels[i, j] = ex.label
-            offset += n
+            offset = end
+        out_p[offset:] = 0
+        out_q[offset:] = 0
         keys.append([ex.key for ex in row])
     return PackedBatch(
-        patches=torch.from_numpy(patches),
+        patches=patches_t,
         segment_ids=torch.from_numpy(segment_ids),
-        positions=torch.from_numpy(positions),
+        positions=positions_t,
         grids=torch.from_numpy(grids),
         labels=torch.from_numpy(labels),
         sample_keys=keys,

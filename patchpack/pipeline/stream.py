@@ -86,6 +86,7 @@ class ConsumerStream:
         self.consumer, self.num_consumers, self.worker = consumer, num_consumers, worker
         self.packer = make_packer(cfg.pack, size_of=_held_bytes)
         self._decoder = DecodePool(cfg.decode_threads)
+        self._ahead: dict[int, tuple] = {}  # id(row) -> (row, its examples' futures), started before it is batched
         self.rows: list[PackedSequence] = []
         self.stats = PackStats()
         self.errors: list[ErrorRecord] = []
@@ -222,11 +223,32 @@ class ConsumerStream:
         except Exception as exc:
             return exc
 
+    def _start(self) -> None:
+        """With decode threads, start making the examples of every packed row not yet started,
+        so the threads decode while this thread reads, probes and packs what follows (results
+        are per-example pure functions, so the batches do not change)."""
+        if self._decoder.threads > 1:
+            self._start_rows(self.rows)
+
+    def _made_of(self, rows: list[PackedSequence]) -> Iterator:
+        """The examples of ``rows`` in order: started futures first, the rest by the pool now."""
+        if self._decoder.threads == 1:
+            return iter(self._decoder.map(self._made, [(h, n) for seq in rows for h, n in zip(seq.handles, seq.lengths)]))
+        self._start_rows(rows)
+        futures = [f for seq in rows for f in self._ahead.pop(id(seq))[1]]
+        return (f.result() for f in futures)
+
+    def _start_rows(self, rows: list[PackedSequence]) -> None:
+        for seq in rows:  # the entry holds the row itself, so its id is not reused while it waits
+            if id(seq) not in self._ahead:
+                self._ahead[id(seq)] = (seq, [self._decoder.submit(self._made, (h, n))
+                                              for h, n in zip(seq.handles, seq.lengths)])
+
     def _rows(self, rows: list[PackedSequence]) -> list[list[Tokens]]:
         cfg = self.cfg
         token_rows: list[list[Tokens]] = []
         # pixels for the whole batch, in order, by cfg.decode_threads threads; bookkeeping below
-        made = iter(self._decoder.map(self._made, [(h, n) for seq in rows for h, n in zip(seq.handles, seq.lengths)]))
+        made = self._made_of(rows)
         for seq in rows:
             toks, lens, arrs = [], [], []
             for item, length, arrival in zip(seq.handles, seq.lengths, seq.arrivals):
@@ -304,7 +326,10 @@ class ConsumerStream:
                 if isinstance(rec, ErrorRecord):
                     self._record(rec)
                     continue
-                self.rows.extend(self._admit(rec, epoch))
+                new = self._admit(rec, epoch)
+                if new:
+                    self.rows.extend(new)
+                    self._start()
                 yield from self._emit(final=False)
             self.rows.extend(self.packer.flush())  # epoch end: nothing waits across epochs
             self.epoch, self.task, self.next, self.dealt = self.epoch + 1, 0, 0, None

@@ -12,7 +12,7 @@ the batches are the same for every ``N``.
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Callable, Iterable, TypeVar
 
 __all__ = ["DecodePool"]
@@ -39,6 +39,15 @@ class DecodePool:
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="patchpack-decode")
         return list(self._pool.map(fn, items))
+
+    def submit(self, fn: Callable[[T], R], item: T) -> "Future[R] | None":
+        """Start ``fn(item)`` in the pool now (``None`` with one thread: the caller runs it when
+        needed). Lets a stream decode rows already packed while it reads and packs the next ones."""
+        if self.threads == 1:
+            return None
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="patchpack-decode")
+        return self._pool.submit(fn, item)
 
     def close(self) -> None:
         """Stop the threads (a later :meth:`map` starts them again)."""

@@ -1,7 +1,7 @@
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from patchpack.fit import FitConfig, fit_grid
@@ -87,6 +87,7 @@ def test_bad_arguments():
     rounding=st.sampled_from(["up", "down"]),
     max_patches=st.integers(1, 512),
 )
+@example(h=12, w=12, frames=2, pt=1, budget=2, trade="frames", rounding="up", max_patches=4)  # shrunk grid frees a frame
 def test_video_fit_invariants(h, w, frames, pt, budget, trade, rounding, max_patches):
     fit = FitConfig(patch_size=8, max_patches=max_patches)
     vf = fit_video(h, w, frames, fit, tubelet=pt, max_tokens=budget, trade=trade, rounding=rounding)
