@@ -236,8 +236,7 @@ def test_loader_reads_patchpack_folder_as_a_source(shards, tmp_path):
                         drop=DropConfig(kind="beta", rate_max=0.5), pack=PackConfig(seq_len=64, buffer_size=8),
                         batch_size=3, seed=5, shuffle_shards=False)
     preprocess(shards, tmp_path, PreprocessConfig.from_loader(lcfg), progress=False)
-    if not any(u.endswith(".arrow") for u in expand_sources(str(tmp_path))):
-        pytest.skip("patchpack.source does not list patchpack folders yet (source/loader change pending)")
+    assert any(u.endswith(".arrow") for u in expand_sources(str(tmp_path)))
     online = list(make_loader(shards, lcfg))
     offline = list(make_loader(str(tmp_path), lcfg))
     assert len(offline) == len(online) and all(a == b for a, b in zip(online, offline))
