@@ -118,6 +118,24 @@ class Examples:
         """bool ``[n]``: the example has every token of its grid."""
         return self.counts == self.grids.prod(dim=1)
 
+    def pad(self, tokens: torch.Tensor, width: int | None, option: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """One example per row: ``tokens [sum N, D]`` -> ``([n, W, D] zero-padded, bool valid [n, W])``.
+
+        ``W`` is ``width`` or, when ``None``, the longest example; an example longer than
+        ``width`` is refused, naming ``option`` (the caller's keyword for ``width``).
+        """
+        n = int(self.counts.shape[0])
+        longest = int(self.counts.max()) if n else 0
+        w = longest if width is None else int(width)
+        if longest > w:
+            raise ValueError(f"an example has {longest} tokens, more than {option}={w}")
+        example = torch.repeat_interleave(torch.arange(n, device=tokens.device), self.counts)
+        padded = tokens.new_zeros((n, w, tokens.shape[-1]))
+        padded[example, self.rank] = tokens
+        valid = torch.zeros((n, w), dtype=torch.bool, device=tokens.device)
+        valid[example, self.rank] = True
+        return padded, valid
+
     def require_full(self, what: str) -> None:
         """Fail when any example lost tokens, naming the first one."""
         full = self.full

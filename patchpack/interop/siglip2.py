@@ -64,16 +64,8 @@ def to_siglip2(
     if bool((ex.grids[:, 0] > 1).any()):
         raise ValueError("to_siglip2 takes images only; the batch holds a video example (T > 1)")
     tokens = _first_frame(ex.tokens, patch_size, channels)
-    n = int(ex.counts.shape[0])
-    longest = int(ex.counts.max()) if n else 0
-    width = longest if max_num_patches is None else int(max_num_patches)
-    if longest > width:
-        raise ValueError(f"an example has {longest} tokens, more than max_num_patches={width}")
-    example = torch.repeat_interleave(torch.arange(n, device=tokens.device), ex.counts)
-    pixel_values = tokens.new_zeros((n, width, tokens.shape[-1]))
-    pixel_values[example, ex.rank] = tokens
-    mask = torch.zeros((n, width), dtype=torch.int32, device=tokens.device)
-    mask[example, ex.rank] = 1
+    pixel_values, valid = ex.pad(tokens, max_num_patches, "max_num_patches")
+    mask = valid.to(torch.int32)
     return {"pixel_values": pixel_values, "pixel_attention_mask": mask, "spatial_shapes": ex.grids[:, 1:].clone()}
 
 

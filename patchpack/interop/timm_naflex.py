@@ -52,16 +52,7 @@ def to_timm_naflex(
         pt = token_tubelet(tokens.shape[-1], patch_size, channels)
         if pt > 1:
             tokens = tokens.reshape(tokens.shape[0], pt, -1)[:, 0]
-    n = int(ex.counts.shape[0])
-    longest = int(ex.counts.max()) if n else 0
-    width = longest if max_seq_len is None else int(max_seq_len)
-    if longest > width:
-        raise ValueError(f"an example has {longest} tokens, more than max_seq_len={width}")
-    example = torch.repeat_interleave(torch.arange(n, device=tokens.device), ex.counts)
-    patches = tokens.new_zeros((n, width, tokens.shape[-1]))
-    patches[example, ex.rank] = tokens
-    coord = torch.zeros((n, width, 2), dtype=torch.int64, device=tokens.device)
-    coord[example, ex.rank] = ex.positions[:, 1:]
-    valid = torch.zeros((n, width), dtype=torch.bool, device=tokens.device)
-    valid[example, ex.rank] = True
+    patches, valid = ex.pad(tokens, max_seq_len, "max_seq_len")
+    coord = torch.zeros((*valid.shape, 2), dtype=torch.int64, device=tokens.device)
+    coord[valid] = ex.positions[:, 1:]
     return {"patches": patches, "patch_coord": coord, "patch_valid": valid}
