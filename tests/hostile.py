@@ -65,6 +65,27 @@ def tar_bytes(members: Sequence[Member | tarfile.TarInfo], fmt: int = tarfile.GN
     return buf.getvalue()
 
 
+def mutate(data: bytes, mutations, zero_run: int = 1) -> bytes:
+    """``data`` with each ``(op, pos, arg)`` applied in turn: ``"flip"`` xors byte ``pos`` with
+    ``arg``, ``"cut"`` drops everything from ``pos``, ``"insert"`` puts ``arg`` bytes at ``pos``,
+    ``"zero"`` zeroes ``arg * zero_run`` bytes from ``pos`` (``pos`` taken modulo the length)."""
+    b = bytearray(data)
+    for op, pos, arg in mutations:
+        if not b:
+            break
+        pos %= len(b)
+        if op == "flip":
+            b[pos] ^= arg
+        elif op == "cut":
+            del b[pos:]
+        elif op == "insert":
+            b[pos:pos] = bytes((pos + k) % 251 for k in range(arg))
+        else:
+            n = arg * zero_run
+            b[pos:pos + n] = bytes(len(b[pos:pos + n]))
+    return bytes(b)
+
+
 def member_offsets(data: bytes) -> list[tuple[str, int, int]]:
     """``(name, header offset, data offset)`` of each member of a valid tar."""
     with tarfile.open(fileobj=io.BytesIO(data), mode="r:", errors="surrogateescape") as tf:

@@ -185,3 +185,8 @@ def write_folder(root: str | os.PathLike, classes: dict[str, int], size: tuple[i
             (root / c / f"img{i:03d}.png").write_bytes(image_bytes(*size, "PNG", seed=i))
             keys.append(f"{c}/img{i:03d}")
     return keys
+
+
+def keys_of(batches) -> list[str]:
+    """Every sample key of a sequence of ``PackedBatch``es, in batch, row, slot order."""
+    return [k for b in batches for row in b.sample_keys for k in row]

@@ -206,17 +206,7 @@ def test_fifo_and_symlink_to_dev_zero_in_a_folder_never_hang(tmp_path):
                 min_size=1, max_size=3))
 def test_fuzzed_shards_never_stop_the_loader(tmp_path_factory, mutations):
     tmp = tmp_path_factory.mktemp("fuzz")
-    b = bytearray(H.tar_bytes(GOOD5))
-    for op, pos, arg in mutations:
-        if not b:
-            break
-        pos %= len(b)
-        if op == "flip":
-            b[pos] ^= arg
-        elif op == "cut":
-            del b[pos:]
-        else:
-            b[pos:pos + arg * 8] = bytes(len(b[pos:pos + arg * 8]))
-    packed, reported, shard = loader_run([write(tmp, "fuzz.tar", bytes(b))], tmp)
+    data = H.mutate(H.tar_bytes(GOOD5), mutations, zero_run=8)
+    packed, reported, shard = loader_run([write(tmp, "fuzz.tar", data)], tmp)
     assert len(packed) == len(set(packed)) and not set(packed) & set(reported)
     assert KEYS5 <= set(packed) | set(reported) or shard

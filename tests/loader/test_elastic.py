@@ -13,15 +13,11 @@ from collections import Counter
 
 import pytest
 
-from media import BROKEN, make_samples, write_shards
+from media import BROKEN, keys_of, make_samples, write_shards
 from patchpack.loader import make_loader
 from patchpack.pipeline.elastic import ElasticResumeError
 
 SMALL = dict(seq_len=64, patch_size=8, max_patches=48, batch_size=2, buffer_size=4)
-
-
-def keys_of(batches):
-    return [k for b in batches for row in b.sample_keys for k in row]
 
 
 @pytest.fixture(scope="module")

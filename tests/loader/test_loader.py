@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from media import BROKEN, image_bytes, make_samples, truncate_file, write_folder, write_raw_tar, write_shards
+from media import BROKEN, image_bytes, keys_of, make_samples, truncate_file, write_folder, write_raw_tar, write_shards
 from patchpack import LoaderConfig, make_loader
 from patchpack.loader.batch import PackedBatch
 from patchpack.decode.image import materialize_image
@@ -22,10 +22,6 @@ from patchpack.loader import PackedLoader
 from patchpack.tokenize import unpatchify
 
 SMALL = dict(seq_len=64, patch_size=8, max_patches=48, batch_size=3, buffer_size=6)
-
-
-def keys_of(batches):
-    return [k for b in batches for row in b.sample_keys for k in row]
 
 
 @pytest.fixture(scope="module")

@@ -8,17 +8,13 @@ from collections import Counter
 
 import pytest
 
-from media import make_samples, write_shards
+from media import keys_of, make_samples, write_shards
 from patchpack import Source, make_loader
 from patchpack.decode.video import VideoConfig
 from patchpack.sources.mixture import as_sources
 from videos import encode_video
 
 SMALL = dict(seq_len=64, patch_size=8, max_patches=16, batch_size=3, buffer_size=6)
-
-
-def keys_of(batches):
-    return [k for b in batches for row in b.sample_keys for k in row]
 
 
 @pytest.fixture(scope="module")
