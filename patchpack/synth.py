@@ -160,7 +160,9 @@ def encode_video(frames: np.ndarray, fps: int = 8) -> bytes:
         stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
         stream.codec_context.thread_count = 1  # deterministic output
         if stream.codec_context.name == "libx264":
-            stream.options = {"crf": "18", "preset": "veryfast"}
+            # one encoder thread and no lookahead threads, spelled out to x264 itself: same bytes every run
+            stream.options = {"crf": "18", "preset": "veryfast",
+                              "x264-params": "threads=1:lookahead-threads=1:sliced-threads=0"}
         for f in frames:
             for packet in stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
                 container.mux(packet)
