@@ -4,8 +4,9 @@ Each sample is a :class:`~patchpack.sources.sample.Sample` ``(key, shard, member
 where ``members`` maps a member extension (``"jpg"``, ``"cls"``, ...) to its raw bytes.
 Nothing is decoded here. Tars are read by :func:`patchpack.sources.tarscan.scan_tar`
 (webdataset's keys and extensions; gzip, bzip2 and xz streams decompressed on the fly;
-local paths and ``file:`` urls opened directly, ``pipe:`` and remote urls through
-``webdataset.gopen``), which never loses bytes silently. Failures become records and the
+local paths and ``file:`` urls opened directly, ``pipe:`` commands read to their end before
+their exit status is checked, remote urls through ``webdataset.gopen``), which never loses
+bytes silently. Failures become records and the
 reader goes on:
 
 * a shard that cannot be opened -> kind ``shard`` (key = the shard url);
@@ -64,12 +65,15 @@ def read_tar(url: str, start: int, owns: Callable[[int], bool],
                     yield item.record
                 else:
                     pending.append(item.record)
+        finish = getattr(getattr(stream, "raw", stream), "finish", None)
+        if finish is not None:  # a pipe: the rest drained, then its exit status
+            finish()
     except Exception as exc:  # an unreadable stream (I/O error before the first byte, a failing pipe, ...)
         failure = exc
     finally:
         try:
             _close(stream)
-        except Exception as exc:  # a pipe command's exit status arrives on close
+        except Exception as exc:  # a remote stream's status may arrive on close
             failure = failure or exc
     # not reached when the consumer stopped early
     if failure is not None and not seen:  # nothing came through: one record for the source

@@ -7,18 +7,22 @@ keeps webdataset's conventions exactly: sample keys and member extensions
 expansion (:func:`expand_urls`, with ``braceexpand``, webdataset's own dependency) and the
 seeded shard shuffle (:func:`shuffle_urls`). Tars themselves are walked by
 :func:`patchpack.sources.tarscan.scan_tar`.
-Local paths and ``file:`` urls are opened directly; any other url (``pipe:``, ``http:``,
-``s3:`` ...) goes through ``webdataset.gopen``, imported only then.
+Local paths and ``file:`` urls are opened directly, ``pipe:`` urls by
+:class:`~patchpack.sources.pipe.PipeReader` (every byte, then the command's status); any other
+url (``http:``, ``s3:`` ...) goes through ``webdataset.gopen``, imported only then.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import random
 import re
 from typing import IO
 
 import braceexpand
+
+from .pipe import PipeReader
 
 __all__ = ["base_plus_ext", "expand_urls", "shuffle_urls", "open_url", "SKIP_META"]
 
@@ -63,12 +67,16 @@ def shuffle_urls(urls: list[str], seed: int) -> list[str]:
 
 
 def open_url(url: str) -> IO[bytes]:
-    """A binary stream of ``url``: local files directly, other schemes through ``webdataset.gopen``."""
+    """A binary stream of ``url``: local files directly, ``pipe:`` commands through
+    :class:`PipeReader` (call its ``finish()`` at the end for the status), other schemes through
+    ``webdataset.gopen``."""
+    if url.startswith("pipe:"):
+        return io.BufferedReader(PipeReader(url[5:]))
     if url.startswith("file:"):
         return open(re.sub(r"^file://?", "", url), "rb")
     if "://" not in url and not url.startswith("pipe:") and url != "-":
         return open(url, "rb")
-    from webdataset.gopen import gopen  # check_layers: allow (remote and pipe urls only; imports torch)
+    from webdataset.gopen import gopen  # check_layers: allow (remote urls only; imports torch)
 
     return gopen(url)
 

@@ -39,7 +39,7 @@ def test_collate_contract(grids, seq_len, emax):
             assert np.all(pos >= 0) and np.all(pos < g)  # positions inside the grid
             back = unpatchify(b.patches[r][mask].numpy(), pos, tuple(g), 2)
             np.testing.assert_array_equal(back, img)
-            assert b.keys[r][j] == f"k{i}"
+            assert b.sample_keys[r][j] == f"k{i}"
             seen.add(i)
         assert np.all(b.patches[r][seg == 0].numpy() == 0)
         assert np.all(b.labels[r, len(row):].numpy() == -1) and np.all(b.grids[r, len(row):].numpy() == 0)
@@ -63,4 +63,4 @@ def test_collate_errors_and_helpers():
     b = collate([[t], []], seq_len=12, max_per_seq=2)
     assert b.num_examples == 1 and b.num_tokens == 9 and b.padding_fraction == pytest.approx(1 - 9 / 24)
     assert b == collate([[t], []], seq_len=12, max_per_seq=2)
-    assert b.to("cpu").keys == b.keys
+    assert b.to("cpu").sample_keys == b.sample_keys

@@ -77,7 +77,7 @@ def test_logits_do_not_depend_on_packing(backend, variant):
         alone, _ = _logits(model, [[probe]], seq_len=probe != "vid" and 15 or 12, e=1)
         for rows in LAYOUTS + [[["tall", probe, "tiny"]], [["tiny", "tiny", probe]]]:
             logits, batch = _logits(model, rows)
-            for b, keys in enumerate(batch.keys):
+            for b, keys in enumerate(batch.sample_keys):
                 for j, k in enumerate(keys):
                     if k == probe:
                         torch.testing.assert_close(logits[b, j], alone[0, 0], atol=1e-5, rtol=0)

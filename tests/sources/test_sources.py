@@ -112,7 +112,7 @@ def test_failing_pipe_command_is_one_shard_record(tmp_path):
     url = write_shards(tmp_path, make_samples(3), per_shard=10)[0]
     got, errors = split(list(read_shard(f"pipe:cat {url}; exit 3")))
     assert len(got) == 3 and len(errors) == 1 and "exit 3" in errors[0].message
-    assert errors[0].message.startswith("tar unreadable: OSError")
+    assert errors[0].message.startswith("tar unreadable: PipeError")
     # a consumer that stops early does not see the pipe's status
     it = read_shard(f"pipe:cat {url}; exit 3")
     assert isinstance(next(it), Sample)
