@@ -107,7 +107,7 @@ def test_failing_pipe_url_is_a_record_and_exit_1(capsys):
     assert code == 1 and "Traceback" not in err
     lines = err.splitlines()
     assert lines[0] == "patchpack stats: error: no example came through (1 error records: shard=1)"
-    assert lines[1].startswith("  pipe:false [shard] cannot open shard: OSError")
+    assert lines[1] == "  pipe:false [shard] cannot open shard: PipeError: pipe command 'false': exit 1"
     assert "hint: check the paths and urls: a source that cannot be opened gives no sample" in lines
 
 
