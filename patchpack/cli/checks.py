@@ -198,6 +198,9 @@ def _hints(command: str, errors, kinds: Counter, seen: Sniff | None, video, seq_
     if kinds.get("oversize"):
         hints.append(f"examples are longer than --seq-len {seq_len}: raise --seq-len or lower --max-patches "
                      "(or --video-tokens)")
+    if kinds.get("oversize-member"):
+        hints.append("members are larger than --max-member-bytes (default 256M): raise it if they are "
+                     "genuine media")
     if unopened(errors):
         hints.append("check the paths and urls: a source that cannot be opened gives no sample")
     if not hints and errors:

@@ -3,7 +3,9 @@
 Each flag is defined once here, with one name per concept: ``--seq-len`` (L),
 ``--patch-size`` (p), ``--max-patches``, ``--max-per-seq`` (E), ``--buffer-size``,
 ``--drop-kind``/``--drop-rate``, and video switched on by ``--frames`` (with ``--fps``,
-``--tubelet``, ``--video-tokens``; any of them enables video members). Older spellings
+``--tubelet``, ``--video-tokens``; any of them enables video members), and the reading and
+memory options of the loader (``--decode-threads``, ``--buffer-bytes``, ``--max-member-bytes``,
+``--verify``). Older spellings
 stay accepted as hidden aliases: ``--max-examples``/``--emax``, ``--buffer``, ``--drop``
 (a kind in ``simulate``, a rate elsewhere), ``--video`` and ``--video-frames``.
 """
@@ -19,6 +21,7 @@ from ..pack.config import PackConfig
 
 __all__ = [
     "add_seq_len", "add_fit", "add_max_per_seq", "add_buffer_size", "add_drop", "add_video", "add_seed",
+    "add_reading", "reading_options", "byte_size", "READING",
     "drop_config", "video_config", "positive_int", "non_negative_int", "positive_float", "non_negative_float",
     "fraction",
 ]
@@ -59,6 +62,22 @@ def non_negative_float(text: str) -> float:
 def fraction(text: str) -> float:
     """argparse type: a fraction in ``[0, 1)`` (token drop rates)."""
     return _number(float, text, lambda v: 0 <= v < 1, "a rate in [0, 1)")
+
+
+_BYTE_UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
+
+
+def byte_size(text: str) -> int:
+    """argparse type: a byte count ``>= 1``, plain or with a binary unit (``64M``, ``1GiB``, ``512k``)."""
+    t = text.strip().lower().removesuffix("b").removesuffix("i")
+    unit = t[-1:] if t[-1:] in _BYTE_UNITS and t[-1:] else ""
+    try:
+        value = float(t[:-1] if unit else t) * _BYTE_UNITS[unit]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a byte size such as 268435456, 256M or 1G, got {text!r}") from None
+    if not 1 <= value < 2**63:
+        raise argparse.ArgumentTypeError(f"must be a byte size >= 1, got {text}")
+    return int(value)
 
 
 def _alias(parser: argparse.ArgumentParser, *names: str, dest: str, **kw: Any) -> None:
@@ -119,6 +138,47 @@ def drop_config(args: argparse.Namespace) -> DropConfig:
 
 def add_seed(parser: argparse.ArgumentParser, default: int | None = 0) -> None:
     parser.add_argument("--seed", type=int, default=default, help="seed of every random choice")
+
+
+#: the reading flags, by loader option
+READING = ("decode_threads", "buffer_bytes", "max_member_bytes", "verify")
+
+
+def add_reading(parser: argparse.ArgumentParser, options: tuple[str, ...] = READING) -> None:
+    """``--decode-threads --buffer-bytes --max-member-bytes --verify`` (those in ``options``): how
+    the loader reads and how much memory it may hold (defaults: :class:`~patchpack.config.LoaderConfig`'s)."""
+    from ..config import LoaderConfig
+
+    d = LoaderConfig()
+    group = parser.add_argument_group("reading and memory")
+    if "decode_threads" in options:
+        group.add_argument("--decode-threads", type=positive_int, default=d.decode_threads,
+                           help=f"threads per worker that decode, resize and tokenize (default {d.decode_threads}; "
+                                "batches are the same for any value)")
+    if "buffer_bytes" in options:
+        group.add_argument("--buffer-bytes", type=_byte_size_or_none, default=d.pack.buffer_bytes,
+                           help=f"byte budget of the examples the packer holds, or 'none' "
+                                f"(default {_mib(d.pack.buffer_bytes)})")
+    if "max_member_bytes" in options:
+        group.add_argument("--max-member-bytes", type=byte_size, default=d.max_member_bytes,
+                           help=f"largest tar member or file read; larger ones are reported, never read "
+                                f"(default {_mib(d.max_member_bytes)})")
+    if "verify" in options:
+        group.add_argument("--verify", choices=("sha256", "size", "none"), default=d.verify,
+                           help=f"how patchpack shards are checked against their manifest (default {d.verify})")
+
+
+def _byte_size_or_none(text: str) -> int | None:
+    return None if text.strip().lower() == "none" else byte_size(text)
+
+
+def _mib(n: int | None) -> str:
+    return "none" if n is None else f"{n // 2**20}M" if n % 2**20 == 0 else str(n)
+
+
+def reading_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The loader options (``make_loader(**options)``) the reading flags given describe."""
+    return {name: getattr(args, name) for name in READING if hasattr(args, name)}
 
 
 #: command-line option -> ``VideoConfig`` field

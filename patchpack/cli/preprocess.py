@@ -32,6 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     flags.add_buffer_size(parser)
     flags.add_drop(parser)
     flags.add_video(parser)
+    flags.add_reading(parser, ("buffer_bytes", "max_member_bytes"))
     parser.add_argument("--no-verify", action="store_true", help="on resume, check sizes instead of sha256")
     parser.add_argument("--overwrite", action="store_true", help="replace a run made with another config")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -39,12 +40,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace) -> PreprocessConfig:
     """The :class:`PreprocessConfig` the command line describes (``--seq-len``, ``--max-per-seq``,
-    ``--buffer-size`` and the drop flags matter only with ``--packed``)."""
+    ``--buffer-size``, ``--buffer-bytes`` and the drop flags matter only with ``--packed``)."""
     return PreprocessConfig(
         fit=FitConfig(patch_size=args.patch_size, max_patches=args.max_patches or None, mode=args.fit_mode),
         video=flags.video_config(args), seed=args.seed, packed=args.packed,
-        pack=PackConfig(seq_len=args.seq_len, max_per_seq=args.max_per_seq, buffer_size=args.buffer_size),
-        drop=flags.drop_config(args),
+        pack=PackConfig(seq_len=args.seq_len, max_per_seq=args.max_per_seq, buffer_size=args.buffer_size,
+                        buffer_bytes=args.buffer_bytes),
+        drop=flags.drop_config(args), max_member_bytes=args.max_member_bytes,
     )
 
 

@@ -42,6 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="png: figures only; html: figures plus index.html and stats.json (default)")
     parser.add_argument("--no-progress", action="store_true", help="never show a progress bar")
     flags.add_video(parser)
+    flags.add_reading(parser)
 
 
 def build_config(args: argparse.Namespace) -> LoaderConfig:
@@ -54,7 +55,7 @@ def build_config(args: argparse.Namespace) -> LoaderConfig:
         batch_size=args.batch_size,
         seed=args.seed,
         errors_path=args.errors,
-    )
+    ).with_overrides(**flags.reading_options(args))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -53,6 +53,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--label-field", default="cls",
                    help="label member: 'cls' (an integer as text, default) or 'json:<key>' (a key of the json member)")
     p.add_argument("--workers", type=flags.non_negative_int, default=0, help="DataLoader workers")
+    flags.add_reading(p)
     flags.add_seed(p)
 
 
@@ -118,6 +119,7 @@ def _build(args: argparse.Namespace, urls: list[str], eval_urls: list[str] | Non
         workers=args.workers,
         seed=args.seed,
         label_field=args.label_field,
+        loader_options=flags.reading_options(args),
     )
     return cfg, video, train_loader, evals
 

@@ -13,6 +13,7 @@ from ..decode.image import ImageConfig
 from ..drop import DropConfig
 from ..fit import FitConfig
 from ..pack import PackConfig
+from ..sources.tarscan import DEFAULT_MAX_MEMBER_BYTES
 
 __all__ = ["PreprocessConfig", "ENGINES"]
 
@@ -37,6 +38,9 @@ class PreprocessConfig:
         packed: store packed sequences instead of examples.
         pack, drop: packing and dropping policy for ``packed`` shards.
         rows_per_batch: Arrow record batch size in rows.
+        max_member_bytes: largest input tar member or folder file read (bytes, checked before
+            reading; larger ones are ``oversize-member`` records), as the loader's option.
+            Recorded in the manifest only when not the default.
     """
 
     fit: FitConfig = field(default_factory=FitConfig)
@@ -48,10 +52,13 @@ class PreprocessConfig:
     pack: PackConfig = field(default_factory=PackConfig)
     drop: DropConfig = field(default_factory=DropConfig)
     rows_per_batch: int = 64
+    max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES
 
     def __post_init__(self) -> None:
         if self.label_field != "cls" and not self.label_field.startswith("json:"):
             raise ValueError("label_field must be 'cls' or 'json:<key>'")
+        if self.max_member_bytes < 1:
+            raise ValueError("max_member_bytes must be >= 1")
 
     @property
     def tubelet(self) -> int:
@@ -63,6 +70,7 @@ class PreprocessConfig:
         kw = dict(
             fit=loader_cfg.fit, image=loader_cfg.image, video=loader_cfg.video, seed=loader_cfg.seed,
             label_field=loader_cfg.label_field, pack=loader_cfg.pack, drop=loader_cfg.drop,
+            max_member_bytes=loader_cfg.max_member_bytes,
         )
         kw.update(overrides)
         return cls(**kw)
@@ -71,6 +79,8 @@ class PreprocessConfig:
         """JSON-ready form (recorded in the manifest and the shard metadata)."""
         d = dataclasses.asdict(self)
         d["video"] = dataclasses.asdict(self.video) if dataclasses.is_dataclass(self.video) else self.video
+        if self.max_member_bytes == DEFAULT_MAX_MEMBER_BYTES:  # manifests of runs before the option match
+            d.pop("max_member_bytes")
         if not self.packed:  # packing options do not affect example shards
             d.pop("pack")
             d.pop("drop")

@@ -32,6 +32,7 @@ def make_loaders(
     video: Any | None = None,
     drop: DropConfig | None = None,
     label_field: str = "cls",
+    loader_options: dict[str, Any] | None = None,
 ) -> tuple[Any, dict[str, Any]]:
     """``(train_loader, {name: eval_loader})`` over :func:`patchpack.make_loader`.
 
@@ -39,7 +40,8 @@ def make_loaders(
     (that many frames, ``tubelet`` frames per token), accepts videos; images become one
     tubelet. ``drop`` (default: constant ``drop_rate``) applies to the training loader
     only. Eval loaders run one epoch in a fixed shard order without token dropping, one
-    per patch budget (named ``"<budget>p"``). ``max_per_seq`` is ``E``.
+    per patch budget (named ``"<budget>p"``). ``max_per_seq`` is ``E``. ``loader_options``
+    (e.g. ``decode_threads``, ``buffer_bytes``) go to every :func:`~patchpack.make_loader`.
     """
     if max_examples is not None:
         warnings.warn("make_loaders(max_examples=) is now max_per_seq=", DeprecationWarning, stacklevel=2)
@@ -67,6 +69,7 @@ def make_loaders(
             shuffle_shards=training,
             epochs=1,
             label_field=label_field,
+            **(loader_options or {}),
         )
 
     train_loader = build(list(urls), max_patches, True)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
+
 import pytest
 
 from patchpack.cli import build_parser
-from patchpack.cli.flags import drop_config, video_config
+from patchpack.cli.flags import byte_size, drop_config, reading_options, video_config
+from patchpack.config import LoaderConfig
 
 LOADING = ("stats", "show", "preprocess", "train")
 
@@ -52,3 +55,41 @@ def test_drop_flags_and_the_old_drop_spellings():
     assert drop_config(_parse("simulate")).kind == "none"
     const = drop_config(_parse("simulate", "--drop-kind", "constant"))
     assert const.kind == "constant" and const.rate == 0.25
+
+
+@pytest.mark.parametrize("text,value", [("1", 1), ("4096", 4096), ("512k", 512 * 2**10), ("64M", 64 * 2**20),
+                                        ("64MiB", 64 * 2**20), ("1G", 2**30), ("1.5M", 3 * 2**19)])
+def test_byte_sizes_take_binary_units(text, value):
+    assert byte_size(text) == value
+
+
+@pytest.mark.parametrize("text", ["0", "-1M", "M", "x", "inf", "nan", "1Q"])
+def test_bad_byte_sizes_are_refused(text):
+    with pytest.raises(argparse.ArgumentTypeError):
+        byte_size(text)
+
+
+@pytest.mark.parametrize("command", ("stats", "train"))
+def test_reading_flags_reach_the_loader_options(command):
+    config = LoaderConfig()
+    assert reading_options(_parse(command)) == {
+        "decode_threads": config.decode_threads, "buffer_bytes": config.pack.buffer_bytes,
+        "max_member_bytes": config.max_member_bytes, "verify": config.verify}
+    args = _parse(command, "--decode-threads", "3", "--buffer-bytes", "none", "--max-member-bytes", "2M",
+                  "--verify", "size")
+    assert reading_options(args) == {"decode_threads": 3, "buffer_bytes": None, "max_member_bytes": 2 * 2**20,
+                                     "verify": "size"}
+    cfg = LoaderConfig().with_overrides(**reading_options(args))
+    assert (cfg.decode_threads, cfg.pack.buffer_bytes, cfg.max_member_bytes, cfg.verify) == (3, None, 2**21, "size")
+
+
+def test_preprocess_takes_the_member_cap_and_the_buffer_bytes():
+    from patchpack.cli.preprocess import config_from_args
+
+    args = _parse("preprocess", "--max-member-bytes", "1k", "--buffer-bytes", "8M", "--packed")
+    cfg = config_from_args(args)
+    assert (cfg.max_member_bytes, cfg.pack.buffer_bytes) == (1024, 8 * 2**20)
+    assert cfg.to_dict()["max_member_bytes"] == 1024
+    assert "max_member_bytes" not in config_from_args(_parse("preprocess")).to_dict()  # old manifests still match
+    with pytest.raises(SystemExit):
+        _parse("preprocess", "--decode-threads", "2")  # preprocessing workers are processes

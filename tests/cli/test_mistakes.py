@@ -272,3 +272,29 @@ def test_bad_values_are_one_line(command, extra, message, data, tmp_path, capsys
     assert code == 2
     assert message in one_line(err, command)
     assert "Traceback" not in err
+
+
+def test_member_cap_from_the_command_line_reports_every_member_over_it(data, capsys, tmp_path):
+    code, _, err = run(capsys, "stats", *data["img"], "--no-progress", *SMALL, "--max-member-bytes", "16")
+    assert code == 1 and "Traceback" not in err
+    assert err.splitlines()[0] == "patchpack stats: error: no example came through (12 error records: oversize-member=12)"
+    assert "hint: members are larger than --max-member-bytes (default 256M): raise it if they are genuine media" in err
+    code, _, err = run(capsys, "preprocess", *data["img"][:1], "--out", tmp_path / "o", "--quiet",
+                       "--patch-size", "8", "--max-patches", "48", "--max-member-bytes", "16")
+    assert code == 1 and "oversize-member=6" in err.splitlines()[0]
+
+
+def test_decode_threads_from_the_command_line_give_the_same_stats(data, capsys):
+    outs = []
+    for threads in ("1", "2"):
+        code, out, _ = run(capsys, "stats", *data["img"], "--no-progress", "--json", *SMALL, "--decode-threads", threads,
+                           "--buffer-bytes", "1M")
+        stats = json.loads(out)
+        assert code == 0 and stats["examples"] == 12
+        outs.append(stats)
+    assert outs[0] == outs[1]
+
+
+def test_bad_byte_size_is_one_line(capsys):
+    code, _, err = run(capsys, "stats", "x.tar", "--max-member-bytes", "lots")
+    assert code == 2 and "--max-member-bytes: expected a byte size such as 268435456, 256M or 1G, got 'lots'" in err

@@ -103,6 +103,17 @@ def test_per_source_options(two, tmp_path):
     assert all(x.patches.shape[-1] == 2 * 8 * 8 * 3 for x in batches)
 
 
+def test_each_source_reads_with_its_own_member_cap(two):
+    """A source's ``max_member_bytes`` reaches its reader: its members over the cap are reported."""
+    a, b = two
+    loader = make_loader([Source(a[:1], 1, name="a"), Source(b[:1], 1, name="b", max_member_bytes=16)], **SMALL)
+    keys = keys_of(loader)
+    assert sorted(keys) == [f"a{i:05d}" for i in range(10)]
+    over = [e for e in loader.errors if e.kind == "oversize-member"]
+    assert sorted({e.key for e in over}) == [f"b{i:05d}" for i in range(10)]
+    assert loader.source_stats["b"].error_kinds.get("oversize-member") == len(over)
+
+
 def test_mixture_mistakes_fail_in_one_line(two):
     a, b = two
     with pytest.raises(ValueError, match="positive"):
