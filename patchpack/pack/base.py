@@ -50,6 +50,7 @@ class Packer:
 
     def __init__(self, config: PackConfig | None = None) -> None:
         self.config = config or PackConfig()
+        self._seq_len = self.config.seq_len  # hot-path constant (the config is frozen)
         self.size_of: Callable[[Any], int] | None = None
         self.held_bytes = 0
         self.truncated_tokens = 0
@@ -71,7 +72,7 @@ class Packer:
         """Add one example of ``length`` tokens; return the sequences this completes (and any rejection)."""
         length = int(length)
         arrival = self._arrivals
-        if length < 1 or length > self.config.seq_len:
+        if length < 1 or length > self._seq_len:
             packed = self._irregular(handle, length)
             if packed == 0:
                 self._arrivals += 1

@@ -43,24 +43,16 @@ class BFDPacker(Packer):
         super().__init__(config)
         self._buffer = Buffer()
         cfg = self.config  # hot-path constants
-        self._limits = (cfg.seq_len, cfg.buffer_size, cfg.wait_bound)
+        self._limits = (cfg.buffer_size, cfg.wait_bound)
 
     @property
     def held(self) -> int:
         return len(self._buffer) + sum(len(b.items) for b in self._open)
 
-    def push(self, handle: Any, length: int) -> Emitted:
-        """Add one example of ``length`` tokens; return the sequences this completes (and any rejection)."""
-        seq_len, buffer_size, wait_bound = self._limits
-        length = int(length)
-        arrival = self._arrivals
-        if length < 1 or length > seq_len:
-            packed = self._irregular(handle, length)
-            if packed == 0:
-                self._arrivals += 1
-                return Emitted((), [(handle, length)])
-            length = packed
-        self._arrivals = arrival + 1
+    def _place(self, arrival: int, length: int, handle: Any) -> Emitted:
+        """Buffer the example; build sequences when the buffer is full (in examples or bytes)
+        or its oldest example reached the wait bound."""
+        buffer_size, wait_bound = self._limits
         buf = self._buffer
         buf.add(arrival, length, handle)
         if self.size_of is not None:
