@@ -18,8 +18,9 @@ class Emitted(list):
     __slots__ = ("rejected",)
 
     def __init__(self, sequences: Any = (), rejected: Any = ()) -> None:
-        super().__init__(sequences)
-        self.rejected: list[tuple[Any, int]] = list(rejected)
+        if sequences:
+            super().__init__(sequences)
+        self.rejected: list[tuple[Any, int]] = list(rejected) if rejected else []
 
 
 class Packer:

@@ -55,12 +55,13 @@ class BFDPacker(Packer):
         buffer_size, wait_bound = self._limits
         buf = self._buffer
         buf.add(arrival, length, handle)
+        full = len(buf.items) >= buffer_size
         if self.size_of is not None:
             self.held_bytes += self.size_of(handle)
+            full = full or self._over_bytes()
         # order[0] is never younger than the oldest live example: test it before pruning
         deadline = arrival - wait_bound
-        if (len(buf.items) >= buffer_size or self._over_bytes()
-                or (buf.order[0] <= deadline and buf.oldest() <= deadline)):
+        if full or (buf.order[0] <= deadline and buf.oldest() <= deadline):
             return self._build()
         return Emitted()
 
@@ -137,7 +138,7 @@ class BFDPacker(Packer):
         for it in old:
             buf.put_back(*it)
         keys, buckets = buf.keys, buf.buckets
-        mask, full = (2 << space) - 1, 1 << space
+        mask = (2 << space) - 1
         bits, pieces = 1, []  # pieces: (length, copies, reachable totals before them)
         i = bisect_right(keys, space) - 1
         stop = max(-1, i - SUBSET_GROUPS)
@@ -152,7 +153,7 @@ class BFDPacker(Packer):
                 bits = (bits | (bits << (n * k))) & mask
                 c -= k
                 k <<= 1
-            if bits & full:
+            if bits.bit_length() > space:  # ``space`` reachable: an exact fill
                 break
         best = bits.bit_length() - 1
         chosen: list[int] = []
