@@ -33,7 +33,7 @@ short clips: patchpack >= 1.3x faster than decode-all and <= 1.1x the time of th
 forward/seek; long clip: <= 1.2x the seek path's time, and peak RSS at most the clip's bytes
 + 150 MB above the same command's peak on a short clip.
 
-Run: ``python benchmarks/video.py`` (``--quick``: tiny clips and a 4 s "long" clip, for CI).
+Run: ``python benchmarks/video.py`` (``--quick``: six of the short clips, at the full run's sizes, and a 4 s "long" clip, for CI).
 """
 
 from __future__ import annotations
@@ -96,7 +96,7 @@ def encode_clip(path: str, frames: int, height: int, width: int, codec: str, *, 
 def short_clips(cache: str, quick: bool) -> list[tuple[str, int]]:
     """``(path, frames)`` of the short clips (encoded on first use)."""
     if quick:
-        specs = [(n, 64 + 16 * (k % 3), 96 + 32 * (k % 2), CODECS[k % 3]) for k, n in enumerate((8, 15, 24, 40, 64, 120))]
+        specs = [(n, *SHORT_SIZES[k % len(SHORT_SIZES)], CODECS[k % 3]) for k, n in enumerate((8, 15, 24, 40, 64, 120))]
     else:
         specs = [(n, *SHORT_SIZES[k % len(SHORT_SIZES)], CODECS[k % 3]) for k, n in enumerate(SHORT_COUNTS)]
     paths = []
@@ -284,7 +284,7 @@ def pin_cores(n: int) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="tiny clips and a 4 s 'long' clip (CI)")
+    ap.add_argument("--quick", action="store_true", help="six short clips at the full run's sizes and a 4 s 'long' clip (CI)")
     ap.add_argument("--reps", type=int, default=None, help="timed runs per short clip and path (best kept)")
     ap.add_argument("--cores", type=int, default=1, help="cores to run on (0: all); the issue measured on one")
     ap.add_argument("--cache", default=os.path.join(tempfile.gettempdir(), "patchpack-bench"))
