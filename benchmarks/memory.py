@@ -135,6 +135,8 @@ def main() -> int:
     ap.add_argument("--timeout", type=float, default=600.0, help="seconds per case")
     ap.add_argument("--jobs", type=int, default=2, help="cases run at once (each in its own process)")
     args = ap.parse_args()
+    if args.quick:
+        print("--quick: a smoke run on fewer, smaller inputs for CI; the goals are judged on a full run")
     with tempfile.TemporaryDirectory() as td:
         tmp = Path(args.keep or td)
         tmp.mkdir(parents=True, exist_ok=True)

@@ -276,6 +276,8 @@ def main() -> None:
     p.add_argument("--heads", type=int, default=4)
     p.add_argument("--threads", type=int, default=1, help="torch threads (1: steadier timings on a shared machine)")
     args = p.parse_args()
+    if args.quick:
+        print("--quick: a smoke run on fewer, smaller inputs for CI; the goals are judged on a full run")
     args.steps = args.steps or (2 if args.quick else 6)
     args.tl_seq_len = args.tl_seq_len or (512 if args.quick else 1024)
     torch.set_num_threads(args.threads)

@@ -58,6 +58,8 @@ def main() -> None:
     ap.add_argument("--tmp", default=None, help="work folder (default: a temporary one)")
     ap.add_argument("--quick", action="store_true", help="120 images in 2 shards, one run: a smoke run for CI")
     args = ap.parse_args()
+    if args.quick:
+        print("--quick: a smoke run on fewer, smaller inputs for CI; the goals are judged on a full run")
 
     if args.quick:
         args.images, args.shards, args.repeat = min(args.images, 120), 2, 1

@@ -110,6 +110,8 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="10,000 examples, one repeat: a smoke run for CI")
     args = ap.parse_args()
     if args.quick:
+        print("--quick: a smoke run on fewer, smaller inputs for CI; the goals are judged on a full run")
+    if args.quick:
         args.examples, args.repeats = min(args.examples, 10_000), 1
 
     print(f"{args.examples:,} examples per row; padding in %; gap = padding - offline BFD padding (points)")

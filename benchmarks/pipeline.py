@@ -402,6 +402,8 @@ def main() -> None:
     ap.add_argument("--rss-child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--threads-child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.quick:
+        print("--quick: a smoke run on fewer, smaller inputs for CI; the goals are judged on a full run")
     if args.rss_child is not None:
         rss_child(args.rss_child)
         return

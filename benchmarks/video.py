@@ -291,6 +291,8 @@ def main() -> None:
     ap.add_argument("--skip-long", action="store_true")
     ap.add_argument("--child", nargs=2, metavar=("PATH", "CLIP"), help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.quick:
+        print("--quick: a smoke run on fewer, smaller inputs for CI; the goals are judged on a full run")
     if args.child:
         child(*args.child)
         return
