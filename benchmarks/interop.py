@@ -151,12 +151,11 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--device", default="cpu", help="cpu, or cuda where a GPU is present")
     args = p.parse_args()
-    if args.quick:
-        print("--quick: a smoke run on fewer, smaller inputs for CI; the goals are judged on a full run")
     args.device = torch.device(args.device)
     if args.device.type == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda: no CUDA device here")
     if args.quick:
+        print("--quick: a smoke run on fewer, smaller inputs for CI; the goals are judged on a full run")
         args.images, args.dim, args.depth, args.heads, args.repeats = 40, 64, 2, 2, 2
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -111,7 +111,6 @@ def main() -> None:
     args = ap.parse_args()
     if args.quick:
         print("--quick: a smoke run on fewer, smaller inputs for CI; the goals are judged on a full run")
-    if args.quick:
         args.examples, args.repeats = min(args.examples, 10_000), 1
 
     print(f"{args.examples:,} examples per row; padding in %; gap = padding - offline BFD padding (points)")

@@ -260,28 +260,26 @@ def flip_file_byte(path: str | os.PathLike, offset: int) -> None:
         fh.write(bytes([b[0] ^ 0x01]))
 
 
-def fifo_folder(root: str | os.PathLike, n_good: int = 2) -> list[str]:
-    """``root/<cls>/`` with good PNGs and a FIFO named ``x.jpg``; returns all keys (FIFO last)."""
+def _folder_with(root: str | os.PathLike, n_good: int, name: str, make) -> list[str]:
+    """``root/a/`` with ``n_good`` good PNGs and ``make(path)`` at ``a/name``; returns all keys (that one last)."""
     d = Path(root) / "a"
     d.mkdir(parents=True, exist_ok=True)
     keys = []
     for i in range(n_good):
         (d / f"{i}.png").write_bytes(ok_image(i))
         keys.append(f"a/{i}")
-    os.mkfifo(d / "x.jpg")
-    return keys + ["a/x"]
+    make(d / name)
+    return keys + ["a/" + name.split(".")[0]]
+
+
+def fifo_folder(root: str | os.PathLike, n_good: int = 2) -> list[str]:
+    """``root/<cls>/`` with good PNGs and a FIFO named ``x.jpg``; returns all keys (FIFO last)."""
+    return _folder_with(root, n_good, "x.jpg", os.mkfifo)
 
 
 def devzero_folder(root: str | os.PathLike, n_good: int = 2) -> list[str]:
     """``root/<cls>/`` with good PNGs and ``z.jpg``, a symlink to ``/dev/zero``; returns all keys."""
-    d = Path(root) / "a"
-    d.mkdir(parents=True, exist_ok=True)
-    keys = []
-    for i in range(n_good):
-        (d / f"{i}.png").write_bytes(ok_image(i))
-        keys.append(f"a/{i}")
-    os.symlink("/dev/zero", d / "z.jpg")
-    return keys + ["a/z"]
+    return _folder_with(root, n_good, "z.jpg", lambda path: os.symlink("/dev/zero", path))
 
 
 def _chunk(kind: bytes, payload: bytes) -> bytes:
