@@ -152,15 +152,15 @@ def add_reading(parser: argparse.ArgumentParser, options: tuple[str, ...] = READ
     d = LoaderConfig()
     group = parser.add_argument_group("reading and memory")
     if "decode_threads" in options:
-        group.add_argument("--decode-threads", type=positive_int, default=d.decode_threads,
+        group.add_argument("--decode-threads", type=positive_int, default=d.decode_threads, metavar="N",
                            help=f"threads per worker that decode, resize and tokenize (default {d.decode_threads}; "
                                 "batches are the same for any value)")
     if "buffer_bytes" in options:
-        group.add_argument("--buffer-bytes", type=_byte_size_or_none, default=d.pack.buffer_bytes,
+        group.add_argument("--buffer-bytes", type=_byte_size_or_none, default=d.pack.buffer_bytes, metavar="BYTES",
                            help=f"byte budget of the examples the packer holds, or 'none' "
                                 f"(default {_mib(d.pack.buffer_bytes)})")
     if "max_member_bytes" in options:
-        group.add_argument("--max-member-bytes", type=byte_size, default=d.max_member_bytes,
+        group.add_argument("--max-member-bytes", type=byte_size, default=d.max_member_bytes, metavar="BYTES",
                            help=f"largest tar member or file read; larger ones are reported, never read "
                                 f"(default {_mib(d.max_member_bytes)})")
     if "verify" in options:
