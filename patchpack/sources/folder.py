@@ -10,10 +10,10 @@ non-blocking and checked on the open descriptor, so nothing can hang the reader.
 from __future__ import annotations
 
 import os
-import stat
 from typing import Callable, Iterator
 
 from ..errors import ErrorRecord, SampleError
+from .files import SpecialFileError, open_regular
 from .sample import Sample, unsafe_record
 from .tarscan import DEFAULT_MAX_MEMBER_BYTES
 from .wds import base_plus_ext
@@ -41,10 +41,6 @@ def _folder_groups(path: str) -> list[tuple[str, list[str]]]:
             groups.setdefault(key, []).append(rel)
     return sorted(groups.items())
 
-_KINDS = ((stat.S_ISFIFO, "FIFO"), (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"),
-          (stat.S_ISSOCK, "socket"), (stat.S_ISDIR, "directory"))
-
-
 def read_regular_file(path: str, max_bytes: int = DEFAULT_MAX_MEMBER_BYTES) -> bytes:
     """The bytes of ``path`` if it is a regular file of at most ``max_bytes`` bytes.
 
@@ -53,7 +49,9 @@ def read_regular_file(path: str, max_bytes: int = DEFAULT_MAX_MEMBER_BYTES) -> b
             ``link`` (dangling symlink), ``oversize-member``, ``corrupt`` (unreadable).
     """
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO must not block the open
+        fh = open_regular(path)
+    except SpecialFileError as exc:
+        raise SampleError("special-file", str(exc), stage="source") from None
     except FileNotFoundError:
         if os.path.islink(path):
             raise SampleError("link", f"{path} is a dangling symlink to {os.readlink(path)!r}",
@@ -61,23 +59,15 @@ def read_regular_file(path: str, max_bytes: int = DEFAULT_MAX_MEMBER_BYTES) -> b
         raise SampleError("corrupt", f"cannot read {path}: no such file", stage="source") from None
     except OSError as exc:
         raise SampleError("corrupt", f"cannot read {path}: {exc}", stage="source") from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            what = next((name for test, name in _KINDS if test(st.st_mode)), "non-regular file")
-            via = f" (symlink to {os.readlink(path)!r})" if os.path.islink(path) else ""
-            raise SampleError("special-file", f"{path} is a {what}{via}; only regular files are read", stage="source")
-        if st.st_size > max_bytes:
-            raise SampleError("oversize-member", f"{path} is {st.st_size} bytes, over max_member_bytes={max_bytes}",
-                              stage="source")
-        with os.fdopen(fd, "rb") as fh:
-            fd = -1
+    with fh:
+        try:
+            size = os.fstat(fh.fileno()).st_size
+            if size > max_bytes:
+                raise SampleError("oversize-member", f"{path} is {size} bytes, over max_member_bytes={max_bytes}",
+                                  stage="source")
             data = fh.read(max_bytes + 1)
-    except OSError as exc:
-        raise SampleError("corrupt", f"cannot read {path}: {exc}", stage="source") from None
-    finally:
-        if fd >= 0:
-            os.close(fd)
+        except OSError as exc:
+            raise SampleError("corrupt", f"cannot read {path}: {exc}", stage="source") from None
     if len(data) > max_bytes:  # grew since fstat
         raise SampleError("oversize-member", f"{path} is over max_member_bytes={max_bytes}", stage="source")
     return data

@@ -4,8 +4,9 @@ webdataset's ``gopen`` checks the command's status after every read and raises a
 command has exited with a failure, dropping bytes still waiting in the pipe; how much of a
 shard arrives then depends on timing. :class:`PipeReader` reads the pipe as a plain stream and
 only looks at the status when the stream is finished (:meth:`PipeReader.finish`: the rest
-drained, the exit status checked), so a failing command gives every byte it wrote, then one
-error. A reader closed early kills the command and reports nothing.
+drained, up to a bound, and the exit status checked), so a failing command gives every byte it
+wrote, then one error. A reader closed early kills the command and reports nothing; so does
+one whose command goes on writing past the end of the data.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ __all__ = ["PipeReader", "PipeError", "IGNORED_STATUS"]
 
 #: exit statuses that are not failures: 0, and 141 (SIGPIPE in a shell), as webdataset has it
 IGNORED_STATUS = (0, 141)
+#: seconds a command cut off after the data's end has to stop before it is killed
+_CUT_OFF_WAIT_S = 5.0
 
 
 class PipeError(OSError):
@@ -36,11 +39,25 @@ class PipeReader(io.RawIOBase):
     def readinto(self, b) -> int:
         return self.proc.stdout.readinto(b)
 
-    def finish(self) -> None:
-        """Drain what the command still writes, wait for it, raise :class:`PipeError` on a
-        failure status."""
-        while self.proc.stdout.read(self.chunk):
-            pass
+    def finish(self, drain: int = 1 << 20) -> None:
+        """The stream's end: drain up to ``drain`` more bytes, wait for the command and raise
+        :class:`PipeError` on a failure status. A command still writing after ``drain`` bytes
+        (data past the end of the archive, possibly without end) is cut off: its pipe is
+        closed, it is stopped, and no status is reported."""
+        stdout, left = self.proc.stdout, drain
+        while left > 0:
+            data = stdout.read(min(self.chunk, left))
+            if not data:
+                break
+            left -= len(data)
+        else:
+            stdout.close()  # a writer gets EPIPE / SIGPIPE
+            try:
+                self.proc.wait(timeout=_CUT_OFF_WAIT_S)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            return
         status = self.proc.wait()
         if status not in IGNORED_STATUS:
             raise PipeError(f"pipe command {self.command!r}: exit {status}")

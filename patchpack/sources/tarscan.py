@@ -31,7 +31,9 @@ always skipped by its declared size and never parsed.
 
 A sample with any unread or damaged member is reported once, with its key and the first
 problem; its other members are dropped. Zero blocks followed by a valid header (concatenated
-archives) are read on; zero blocks followed by anything else are a damaged header.
+archives) are read on; zero blocks followed by anything else are a damaged header. More than
+:data:`MAX_ZERO_BLOCKS` zero blocks in a row end the reading with one ``shard`` record (an
+endless stream of zeros, e.g. ``/dev/zero`` behind a pipe, is never read to its end).
 
 Member names are bytes in a tar. They are decoded as UTF-8; a name that is not UTF-8 is
 decoded with ``backslashreplace`` (byte ``0xff`` -> the four characters ``\\xff``), so the key
@@ -53,12 +55,17 @@ from .tarblocks import (BLOCK, NO_DATA, REGULAR, SPECIAL, ZERO, HeaderError, Str
                         decompressed, header_name, is_header, number, padding, parse_pax, split_name)
 
 __all__ = ["TarScanConfig", "TarSample", "TarIssue", "scan_tar", "decompressed", "DEFAULT_MAX_MEMBER_BYTES",
-           "MAX_META_BYTES"]
+           "MAX_META_BYTES", "MAX_ZERO_BLOCKS"]
 
 #: Default per-member byte cap (256 MiB): a larger member is reported, never read.
 DEFAULT_MAX_MEMBER_BYTES = 256 * 2**20
 #: Cap on a pax header or GNU long-name payload (1 MiB).
 MAX_META_BYTES = 2**20
+
+
+#: zero blocks in a row after which a stream is no longer read (4 MiB: far beyond the record
+#: padding of any tar writer, which pads to its block size of at most 1 MiB)
+MAX_ZERO_BLOCKS = 8192
 
 
 @dataclass(frozen=True)
@@ -212,6 +219,11 @@ def scan_tar(
             return
         if block == ZERO:
             zeros += 1
+            if zeros > MAX_ZERO_BLOCKS:  # an endless run of zeros (a device, a pipe): stop here
+                yield from finish()
+                yield shard_issue("shard", f"more than {MAX_ZERO_BLOCKS} zero blocks in a row from byte "
+                                  f"{off - (zeros - 1) * BLOCK}: the rest of the stream is not read", off)
+                return
             continue
         zeros = 0  # a valid header after zero blocks: a concatenated archive; anything else is damage
         try:

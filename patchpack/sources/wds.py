@@ -22,6 +22,7 @@ from typing import IO
 
 import braceexpand
 
+from .files import open_regular
 from .pipe import PipeReader
 
 __all__ = ["base_plus_ext", "expand_urls", "shuffle_urls", "open_url", "SKIP_META"]
@@ -67,15 +68,16 @@ def shuffle_urls(urls: list[str], seed: int) -> list[str]:
 
 
 def open_url(url: str) -> IO[bytes]:
-    """A binary stream of ``url``: local files directly, ``pipe:`` commands through
+    """A binary stream of ``url``: local regular files directly (:func:`open_regular`: a FIFO or
+    a device is refused), ``pipe:`` commands through
     :class:`PipeReader` (call its ``finish()`` at the end for the status), other schemes through
     ``webdataset.gopen``."""
     if url.startswith("pipe:"):
         return io.BufferedReader(PipeReader(url[5:]))
     if url.startswith("file:"):
-        return open(re.sub(r"^file://?", "", url), "rb")
-    if "://" not in url and not url.startswith("pipe:") and url != "-":
-        return open(url, "rb")
+        return open_regular(re.sub(r"^file://?", "", url))
+    if "://" not in url and url != "-":
+        return open_regular(url)
     from webdataset.gopen import gopen  # check_layers: allow (remote urls only; imports torch)
 
     return gopen(url)

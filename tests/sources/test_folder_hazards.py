@@ -10,6 +10,8 @@ import pytest
 from patchpack.errors import SampleError
 from patchpack.sources import read_shard
 from patchpack.sources.folder import read_regular_file
+from patchpack.sources.tar import read_tar
+from patchpack.sources.tarscan import MAX_ZERO_BLOCKS
 
 
 def kinds(recs):
@@ -50,3 +52,26 @@ def test_file_over_the_cap_is_refused_before_reading(tmp_path):
         read_regular_file(str(path), max_bytes=1_000_000)
     assert e.value.kind == "oversize-member"
     assert read_regular_file(str(path), max_bytes=5_000_000)[:4] == b"\x00" * 4
+
+
+@pytest.mark.parametrize("make", ["fifo", "devzero", "folder"])
+@pytest.mark.parametrize("scheme", ["", "file://"])
+def test_a_shard_path_that_is_not_a_regular_file_is_one_record_not_a_hang(tmp_path, make, scheme):
+    path = tmp_path / "shard.tar"
+    if make == "fifo":
+        os.mkfifo(path)
+    elif make == "devzero":
+        os.symlink("/dev/zero", path)
+    else:
+        path.mkdir()
+    url = scheme + str(path)
+    recs = list(read_shard(url)) if make != "folder" else list(read_tar(url, 0, lambda i: True))
+    assert len(recs) == 1 and (recs[0].key, recs[0].kind) == (url, "shard")
+    what = {"fifo": "is a FIFO", "devzero": "is a character device (symlink to '/dev/zero')", "folder": "is a directory"}
+    assert recs[0].message == f"cannot open shard: {path} {what[make]}; only regular files are read"
+
+
+def test_an_endless_stream_of_zeros_ends_in_one_record():
+    recs = list(read_shard("pipe:cat /dev/zero"))
+    assert len(recs) == 1 and recs[0].kind == "shard"
+    assert recs[0].message == f"more than {MAX_ZERO_BLOCKS} zero blocks in a row from byte 0: the rest of the stream is not read"

@@ -35,3 +35,11 @@ def test_close_before_the_end_kills_the_command_and_reports_nothing():
     assert r.read(4) == b"y\ny\n"
     r.close()
     assert r.proc.returncode is not None and r.closed
+
+
+def test_a_command_writing_without_end_after_the_data_is_cut_off_not_drained_forever():
+    r = PipeReader("printf abc; cat /dev/zero")
+    assert r.read(3) == b"abc"
+    r.finish(drain=1 << 16)  # returns: the command is stopped, no status
+    assert r.proc.returncode is not None
+    r.close()

@@ -113,6 +113,10 @@ def test_failing_pipe_command_is_one_shard_record(tmp_path):
     got, errors = split(list(read_shard(f"pipe:cat {url}; exit 3")))
     assert len(got) == 3 and len(errors) == 1 and "exit 3" in errors[0].message
     assert errors[0].message.startswith("tar unreadable: PipeError")
+    # a pipe that goes on writing zeros after the tar's end: the samples, then one record, no hang
+    got, errors = split(list(read_shard(f"pipe:cat {url} /dev/zero")))
+    assert len(got) == 3 and [e.kind for e in errors] == ["shard"]
+    assert "zero blocks in a row" in errors[0].message and "the rest of the stream is not read" in errors[0].message
     # a consumer that stops early does not see the pipe's status
     it = read_shard(f"pipe:cat {url}; exit 3")
     assert isinstance(next(it), Sample)
