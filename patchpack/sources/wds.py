@@ -48,16 +48,88 @@ def _env(m: re.Match) -> str:
     return os.environ[key]
 
 
-def expand_urls(urls: str) -> list[str]:
-    """Split on ``::``, substitute ``${VAR}`` with ``$WDS_VAR`` and expand braces."""
+#: most urls one pattern may expand to (a mistyped range must not exhaust memory)
+MAX_URLS = 1_000_000
+
+
+def expand_urls(urls: str, limit: int = MAX_URLS) -> list[str]:
+    """Split on ``::``, substitute ``${VAR}`` with ``$WDS_VAR`` and expand braces.
+
+    Raises:
+        ValueError: the pattern expands to more than ``limit`` urls.
+    """
     out: list[str] = []
     for url in urls.split("::"):
         for _ in range(10):
             last, url = url, re.sub(r"\$\{(\w+)\}", _env, url)
             if url == last:
                 break
+        if len(out) + brace_count(url) > limit:  # braceexpand builds whole ranges: count first
+            raise ValueError(f"{urls!r} expands to more than {limit:,} urls; check the brace ranges")
         out.extend(braceexpand.braceexpand(url))
     return out
+
+
+_RANGE = re.compile(r"^(-?\d+)\.\.(-?\d+)(?:\.\.(-?\d+))?$|^([A-Za-z])\.\.([A-Za-z])(?:\.\.(-?\d+))?$")
+
+
+def brace_count(pattern: str) -> int:
+    """How many strings ``braceexpand`` makes of ``pattern`` (``{a,b}`` alternatives, ``{0..9}``
+    and ``{a..z}`` ranges, nested), without expanding it."""
+    total, i = 1, 0
+    while i < len(pattern):
+        if pattern[i] == "\\":
+            i += 2
+            continue
+        if pattern[i] == "{":
+            end = _closing(pattern, i)
+            if end is None:
+                return total
+            total *= _group_count(pattern[i + 1:end])
+            i = end + 1
+            continue
+        i += 1
+    return total
+
+
+def _closing(s: str, start: int) -> int | None:
+    depth, i = 0, start
+    while i < len(s):
+        c = s[i]
+        if c == "\\":
+            i += 2
+            continue
+        depth += (c == "{") - (c == "}")
+        if depth == 0:
+            return i
+        i += 1
+    return None
+
+
+def _group_count(body: str) -> int:
+    m = _RANGE.match(body)
+    if m:
+        a, b, step = (m.group(1), m.group(2), m.group(3)) if m.group(1) is not None else \
+            (str(ord(m.group(4))), str(ord(m.group(5))), m.group(6))
+        return abs(int(b) - int(a)) // max(1, abs(int(step or 1))) + 1
+    alternatives, depth, last, i = [], 0, 0, 0
+    while i < len(body):
+        c = body[i]
+        if c == "\\":
+            i += 2
+            continue
+        if c == "{":
+            depth += 1
+        elif c == "}":
+            depth -= 1
+        elif c == "," and depth == 0:
+            alternatives.append(body[last:i])
+            last = i + 1
+        i += 1
+    if not alternatives:  # "{x}": braceexpand keeps it as text
+        return brace_count(body)
+    alternatives.append(body[last:])
+    return sum(brace_count(a) for a in alternatives)
 
 
 def shuffle_urls(urls: list[str], seed: int) -> list[str]:

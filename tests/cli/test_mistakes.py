@@ -298,3 +298,9 @@ def test_decode_threads_from_the_command_line_give_the_same_stats(data, capsys):
 def test_bad_byte_size_is_one_line(capsys):
     code, _, err = run(capsys, "stats", "x.tar", "--max-member-bytes", "lots")
     assert code == 2 and "--max-member-bytes: expected a byte size such as 268435456, 256M or 1G, got 'lots'" in err
+
+
+def test_a_brace_range_too_large_to_list_is_one_line(capsys):
+    code, _, err = run(capsys, "stats", "/nowhere/x-{000000000..999999999}.tar", "--no-progress")
+    assert code == 2
+    assert one_line(err, "stats").endswith("expands to more than 1,000,000 urls; check the brace ranges")

@@ -1,0 +1,37 @@
+"""webdataset url conventions: brace counting agrees with braceexpand; huge patterns are refused."""
+
+from __future__ import annotations
+
+import braceexpand
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from patchpack.sources.wds import brace_count, expand_urls
+
+_text = st.text(alphabet="abc-_/.0", max_size=3)
+_range = st.tuples(st.integers(-3, 12), st.integers(-3, 12), st.sampled_from(["", "..1", "..3", "..-2"])).map(
+    lambda t: f"{{{t[0]}..{t[1]}{t[2]}}}")
+_letters = st.tuples(st.sampled_from("abcd"), st.sampled_from("abcd")).map(lambda t: f"{{{t[0]}..{t[1]}}}")
+
+
+def _patterns(depth: int):
+    leaf = st.one_of(_text, _range, _letters)
+    if depth == 0:
+        return st.lists(leaf, max_size=2).map("".join)
+    inner = _patterns(depth - 1)
+    group = st.lists(inner, min_size=2, max_size=3).map(lambda alts: "{" + ",".join(alts) + "}")
+    return st.lists(st.one_of(leaf, group), max_size=3).map("".join)
+
+
+@given(_patterns(2))
+def test_brace_count_is_the_number_of_expansions(pattern):
+    assert brace_count(pattern) == sum(1 for _ in braceexpand.braceexpand(pattern))
+
+
+def test_a_pattern_over_the_limit_is_refused_before_it_is_expanded():
+    with pytest.raises(ValueError, match="expands to more than 1,000,000 urls; check the brace ranges"):
+        expand_urls("s3://bucket/x-{000000000..999999999}.tar")  # would need ~70 GB as a list
+    assert len(expand_urls("a-{0..9}.tar::b-{0..4}.tar", limit=15)) == 15
+    with pytest.raises(ValueError, match="more than 14 urls"):
+        expand_urls("a-{0..9}.tar::b-{0..4}.tar", limit=14)
