@@ -29,9 +29,15 @@ class PipeError(OSError):
 class PipeReader(io.RawIOBase):
     """The standard output of ``command`` (run by the shell) as a read-only binary stream."""
 
-    def __init__(self, command: str, chunk: int = 1 << 20):
-        self.command, self.chunk = command, chunk
-        self.proc = subprocess.Popen(command, shell=True, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
+    def __init__(self, command: str, chunk: int = 1 << 20, *, proc: subprocess.Popen | None = None,
+                 ignored: tuple[int, ...] = IGNORED_STATUS, what: str = "pipe command", owner: object = None):
+        """``proc``: a process already started (its ``stdout`` a pipe) to read instead of running
+        ``command``, and ``owner`` the object that started it (kept alive: webdataset's ``Pipe``
+        closes the pipe when collected); ``ignored``: exit statuses that are not failures;
+        ``what`` names it in errors."""
+        self.command, self.chunk, self.ignored, self.what, self.owner = command, chunk, ignored, what, owner
+        self.proc = proc if proc is not None else \
+            subprocess.Popen(command, shell=True, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
 
     def readable(self) -> bool:
         return True
@@ -59,8 +65,8 @@ class PipeReader(io.RawIOBase):
                 self.proc.wait()
             return
         status = self.proc.wait()
-        if status not in IGNORED_STATUS:
-            raise PipeError(f"pipe command {self.command!r}: exit {status}")
+        if status not in self.ignored:
+            raise PipeError(f"{self.what} {self.command!r}: exit {status}")
 
     def close(self) -> None:
         """Kill the command if it is still running (the reader stopped early); no status."""

@@ -9,7 +9,9 @@ seeded shard shuffle (:func:`shuffle_urls`). Tars themselves are walked by
 :func:`patchpack.sources.tarscan.scan_tar`.
 Local paths and ``file:`` urls are opened directly, ``pipe:`` urls by
 :class:`~patchpack.sources.pipe.PipeReader` (every byte, then the command's status); any other
-url (``http:``, ``s3:`` ...) goes through ``webdataset.gopen``, imported only then.
+url (``http:``, ``s3:`` ...) goes through ``webdataset.gopen``, imported only then; when that
+starts a download command, its output is read by the same :class:`PipeReader`. ``pipe:`` urls
+are refused under webdataset's ``WDS_SECURE=1``.
 """
 
 from __future__ import annotations
@@ -145,6 +147,9 @@ def open_url(url: str) -> IO[bytes]:
     :class:`PipeReader` (call its ``finish()`` at the end for the status), other schemes through
     ``webdataset.gopen``."""
     if url.startswith("pipe:"):
+        if os.environ.get("WDS_SECURE", "0") not in ("", "0"):
+            raise PermissionError("pipe: urls run shell commands and are refused under WDS_SECURE=1 "
+                                  "(webdataset's security switch)")
         return io.BufferedReader(PipeReader(url[5:]))
     if url.startswith("file:"):
         return open_regular(re.sub(r"^file://?", "", url))
@@ -152,5 +157,11 @@ def open_url(url: str) -> IO[bytes]:
         return open_regular(url)
     from webdataset.gopen import gopen  # check_layers: allow (remote urls only; imports torch)
 
-    return gopen(url)
+    stream = gopen(url)
+    proc = getattr(stream, "proc", None)
+    if proc is not None and getattr(stream, "stream", None) is proc.stdout:  # a download command (curl, ...)
+        ignored = (0, *getattr(stream, "ignore_status", ()))  # read to its end, then its status
+        return io.BufferedReader(PipeReader(str(url), proc=proc, ignored=ignored, what="download of",
+                                             owner=stream))
+    return stream
 

@@ -43,3 +43,35 @@ def test_a_command_writing_without_end_after_the_data_is_cut_off_not_drained_for
     r.finish(drain=1 << 16)  # returns: the command is stopped, no status
     assert r.proc.returncode is not None
     r.close()
+
+
+def test_a_download_command_started_by_webdataset_is_read_to_its_end_then_its_status(monkeypatch):
+    """Remote urls go through webdataset's gopen; its download pipe is read like a ``pipe:`` url."""
+    import gc
+    import importlib
+
+    from patchpack.sources.wds import open_url
+
+    wds_gopen = importlib.import_module("webdataset.gopen")  # the module (the package exports the function)
+
+    def fake(url, mode="rb", bufsize=8192):
+        return wds_gopen.Pipe(["sh", "-c", "printf abc; printf def; exit 22"], mode=mode, bufsize=bufsize,
+                              ignore_status=[141, 23])
+
+    monkeypatch.setitem(wds_gopen.gopen_schemes, "fake", fake)
+    stream = open_url("fake://host/shard.tar")
+    raw = stream.raw
+    _wait_exit(raw)
+    gc.collect()  # webdataset's Pipe object stays alive with the reader: the pipe is not closed under it
+    assert stream.read() == b"abcdef"
+    with pytest.raises(PipeError, match=r"download of 'fake://host/shard.tar': exit 22"):
+        raw.finish()
+    stream.close()
+
+
+def test_pipe_urls_are_refused_under_webdataset_security_switch(monkeypatch):
+    from patchpack.sources import read_shard
+
+    monkeypatch.setenv("WDS_SECURE", "1")
+    recs = list(read_shard("pipe:echo pwned > /dev/null"))
+    assert len(recs) == 1 and recs[0].kind == "shard" and "refused under WDS_SECURE=1" in recs[0].message
