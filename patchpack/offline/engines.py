@@ -267,7 +267,12 @@ def preprocess(
     out.mkdir(parents=True, exist_ok=True)
     with _lock(out):
         _clean_temporaries(out)
-        old = read_manifest(out)
+        try:
+            old = read_manifest(out)
+        except ManifestError as exc:  # damaged: a run can only start afresh over it
+            if not overwrite:
+                raise ManifestError(f"{exc}; use another folder or overwrite=True (--overwrite)") from None
+            old = None
         entries: dict[str, dict] = {}
         if old is not None:
             if old.get("format") != MANIFEST_FORMAT or old.get("config") != cfg.to_dict():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Sequence
 
 __all__ = [
@@ -25,6 +25,8 @@ MANIFEST_VERSION = 1
 ERRORS_DIR = "errors"
 ERRORS_FILE = "errors.jsonl"
 SHARD_SUFFIX = ".arrow"
+#: largest manifest read (bytes): ~1 KB per shard, so room for far more shards than any run has
+MAX_MANIFEST_BYTES = 256 * 2**20
 
 
 class ManifestError(RuntimeError):
@@ -38,11 +40,39 @@ def sha256_file(path: str | Path) -> str:
 
 
 def read_manifest(out_dir: str | Path) -> dict | None:
-    """The manifest of an output folder, or ``None`` when it has none."""
+    """The manifest of an output folder, or ``None`` when it has none.
+
+    Raises:
+        ManifestError: the file is no patchpack manifest: over :data:`MAX_MANIFEST_BYTES`, not
+            JSON (or nested too deep to parse), not an object, or shard entries that are not
+            objects or name files outside the folder.
+    """
     path = Path(out_dir) / MANIFEST
     if not path.is_file():
         return None
-    return json.loads(path.read_text(encoding="utf-8"))
+    try:
+        if path.stat().st_size > MAX_MANIFEST_BYTES:
+            raise ManifestError(f"{path}: over {MAX_MANIFEST_BYTES} bytes, not a patchpack manifest")
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as exc:
+        raise ManifestError(f"{path}: unreadable manifest ({type(exc).__name__}: {exc})") from None
+    entries = data.get("shards", []) if isinstance(data, dict) else None
+    if not isinstance(entries, list):
+        raise ManifestError(f"{path}: not a patchpack manifest (no object with a list of shards)")
+    for e in entries:
+        if not isinstance(e, dict) or not all(_inside(e.get(k)) for k in ("output", "errors_file")):
+            raise ManifestError(f"{path}: shard entry {str(e)[:80]!r} is not an object naming files in the folder")
+    return data
+
+
+def _inside(name: object) -> bool:
+    """Whether a manifest's file name stays inside its folder (``None``: no file)."""
+    if name is None:
+        return True
+    if not isinstance(name, str) or not name:
+        return False
+    p = PurePosixPath(name)
+    return not p.is_absolute() and ".." not in p.parts and "\\" not in name
 
 
 def list_shards(source: str | Path | Sequence[str | Path]) -> list[Path]:
@@ -53,22 +83,19 @@ def list_shards(source: str | Path | Sequence[str | Path]) -> list[Path]:
     path = Path(source)
     if path.is_file():
         return [path]
-    manifest = path / MANIFEST
-    if manifest.is_file():
-        entries = json.loads(manifest.read_text())["shards"]
-        return [path / e["output"] for e in entries if e.get("output")]
+    manifest = read_manifest(path)
+    if manifest is not None:
+        return [path / e["output"] for e in manifest.get("shards", []) if e.get("output")]
     return sorted(p for p in path.glob(f"*{SHARD_SUFFIX}") if not p.name.startswith("."))
 
 
 def is_patchpack_folder(path: str | Path) -> bool:
     """Whether ``path`` is a folder written by ``patchpack preprocess`` (has its manifest)."""
-    manifest = Path(path) / MANIFEST
-    if not manifest.is_file():
-        return False
     try:
-        return json.loads(manifest.read_text()).get("format") == MANIFEST_FORMAT
-    except (OSError, ValueError):
+        manifest = read_manifest(path)
+    except ManifestError:  # another tool's file, or a damaged one: not a patchpack folder
         return False
+    return manifest is not None and manifest.get("format") == MANIFEST_FORMAT
 
 
 def entry_ok(out: str | Path, entry: dict, verify: bool = True) -> bool:
@@ -93,7 +120,7 @@ def check_shard(path: str | Path, verify: str = "sha256") -> str | None:
     try:
         st = path.stat()
         manifest = read_manifest(path.parent)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, ManifestError) as exc:
         return f"cannot check {path.name}: {exc}"
     entry = next((e for e in (manifest or {}).get("shards", []) if e.get("output") == path.name), None)
     if entry is None:
@@ -113,7 +140,10 @@ def check_shard(path: str | Path, verify: str = "sha256") -> str | None:
 def verify_folder(out: str | Path) -> list[str]:
     """Problems found in a preprocessed folder (empty when every shard matches its manifest entry)."""
     out = Path(out)
-    manifest = read_manifest(out)
+    try:
+        manifest = read_manifest(out)
+    except ManifestError as exc:
+        return [str(exc)]
     if manifest is None:
         return [f"{out}: no {MANIFEST}"]
     if manifest.get("format") != MANIFEST_FORMAT:
