@@ -314,14 +314,18 @@ def check_stored_shards(urls, cfg: LoaderConfig) -> None:
         fit = (meta.get("config") or {}).get("fit")
         if not isinstance(fit, dict):
             continue  # written without its fit (a hand-made shard): its budget is unknown
-        made_m, asked_m = int(fit.get("grid_multiple") or 1), cfg.fit.grid_multiple
+        try:
+            made_m, stored = int(fit.get("grid_multiple") or 1), _stored_budget(fit, meta)
+        except (TypeError, ValueError):  # a tampered config: the reader checks each row against the budget
+            continue
+        asked_m = cfg.fit.grid_multiple
         if made_m % asked_m:
             raise ValueError(
                 f"{where}: the shards were made with grid_multiple={made_m}; this loader asks for "
                 f"grid_multiple={asked_m}, and stored examples are not refitted: preprocess the source shards "
                 f"again with grid_multiple={asked_m}"
             )
-        stored, asked = _stored_budget(fit, meta), cfg.fit.patch_budget
+        asked = cfg.fit.patch_budget
         if asked is not None and (stored is None or stored > asked):
             made = f"a budget of {stored} patches per frame" if stored else "no patch budget"
             load = f"max_patches={stored} or more" if stored else "max_patches=None"

@@ -53,8 +53,9 @@ def serves_packed(urls: Sequence[str], cfg: LoaderConfig) -> bool:
 
 def stored_seq_len(url: str) -> int | None:
     """The sequence length ``L`` a packed shard was made with (``None`` when not recorded)."""
-    pack = ((read_shard_metadata(url).get("config") or {}).get("pack") or {})
-    return int(pack["seq_len"]) if "seq_len" in pack else None
+    pack = read_shard_metadata(url).get("config", {}).get("pack")
+    seq_len = pack.get("seq_len") if isinstance(pack, dict) else None
+    return seq_len if type(seq_len) is int and seq_len > 0 else None
 
 
 class PackedRowStream:

@@ -122,11 +122,27 @@ def _schema_metadata(kind: str, extra: dict[str, Any] | None) -> dict[bytes, byt
 
 
 def _decode_metadata(schema: pa.Schema) -> dict[str, Any]:
+    """The ``patchpack.*`` schema metadata, decoded and type-checked.
+
+    Raises:
+        ShardFormatError: a value that is not JSON (or nested too deep), or a known key of the
+            wrong type (``config`` not an object; ``patch_size``, ``tubelet``, ``channels``,
+            ``version`` not integers in range).
+    """
     out: dict[str, Any] = {}
-    for k, v in (schema.metadata or {}).items():
-        k = k.decode()
-        if k.startswith("patchpack."):
-            out[k[len("patchpack.") :]] = json.loads(v.decode())
+    try:
+        for k, v in (schema.metadata or {}).items():
+            k = k.decode()
+            if k.startswith("patchpack."):
+                out[k[len("patchpack.") :]] = json.loads(v.decode())
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise ShardFormatError(f"undecodable patchpack metadata ({type(exc).__name__})") from None
+    for key, low, high in (("version", 0, 2**31), ("patch_size", 1, 2**16), ("tubelet", 1, 2**16), ("channels", 1, 4)):
+        v = out.get(key)
+        if v is not None and (type(v) is not int or not low <= v <= high):
+            raise ShardFormatError(f"patchpack metadata {key}={str(v)[:40]!r} is not an integer in [{low}, {high}]")
+    if not isinstance(out.get("config", {}), dict):
+        raise ShardFormatError("patchpack metadata config is not an object")
     return out
 
 

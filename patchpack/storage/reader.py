@@ -71,7 +71,10 @@ class ShardReader:
             self._file = pa.ipc.open_file(self._source)
         except (pa.ArrowInvalid, OSError) as e:
             raise ShardFormatError(f"{self.path}: not an Arrow IPC file ({e})") from e
-        self.metadata = _decode_metadata(self._file.schema)
+        try:
+            self.metadata = _decode_metadata(self._file.schema)
+        except ShardFormatError as e:
+            raise ShardFormatError(f"{self.path}: {e}") from None
         self.kind = self.metadata.get("format")
         if self.kind not in ("examples", "packed"):
             raise ShardFormatError(f"{self.path}: no patchpack format in the schema metadata")

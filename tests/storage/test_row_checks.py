@@ -50,3 +50,39 @@ def test_check_shard_modes(stored):
     assert "bytes" in check_shard(stored, "size")
     with pytest.raises(ValueError):
         check_shard(stored, "md5")
+
+
+def _with_metadata(src, dst, **changes):
+    """A copy of shard ``src`` whose ``patchpack.*`` schema metadata has ``changes`` (raw bytes values)."""
+    import pyarrow as pa
+
+    with pa.memory_map(str(src)) as f:
+        table = pa.ipc.open_file(f).read_all()
+    meta = dict(table.schema.metadata)
+    meta.update({f"patchpack.{k}".encode(): v for k, v in changes.items()})
+    table = table.replace_schema_metadata(meta)
+    with pa.OSFile(str(dst), "wb") as sink, pa.ipc.new_file(sink, table.schema) as w:
+        w.write_table(table)
+    return dst
+
+
+@pytest.mark.parametrize("changes,words", [
+    (dict(config=b"[" * 100_000 + b"]" * 100_000), "undecodable"),
+    (dict(config=b"\xff\xfe"), "undecodable"),
+    (dict(config=b"[1, 2]"), "config is not an object"),
+    (dict(patch_size=b'"16"'), "patch_size"),
+    (dict(patch_size=b"0"), "patch_size"),
+    (dict(tubelet=b"1e9"), "tubelet"),
+    (dict(channels=b"7"), "channels"),
+])
+def test_tampered_schema_metadata_is_a_format_error_and_the_loader_goes_on(stored, tmp_path, changes, words):
+    from patchpack import make_loader
+
+    bad = _with_metadata(stored, tmp_path / "bad.arrow", **changes)
+    with pytest.raises(ShardFormatError, match=words):
+        ShardReader(bad)
+    loader = make_loader([str(bad), str(stored)], seq_len=64, patch_size=8, max_patches=48, batch_size=2,
+                         verify="none", shuffle_shards=False)
+    keys = [k for b in loader for row in b.sample_keys for k in row]
+    assert sorted(keys) == [f"s{i:04d}" for i in range(5)]
+    assert [(e.key, e.kind) for e in loader.errors] == [(str(bad), "shard")]
