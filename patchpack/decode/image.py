@@ -38,7 +38,7 @@ from ..errors import SampleError
 from .header import Header
 from .png_bands import decode_png_reduced
 
-__all__ = ["ImageConfig", "read_image_header", "materialize_image", "IMAGE_EXTS", "RESAMPLE"]
+__all__ = ["ImageConfig", "read_image_header", "materialize_image", "IMAGE_EXTS", "IMAGE_FORMATS", "RESAMPLE"]
 
 #: Member extensions treated as images.
 IMAGE_EXTS = frozenset(
@@ -67,6 +67,11 @@ _TRANSPOSE = {
     8: Image.Transpose.ROTATE_90,
 }
 
+#: Pillow formats decoded by default: those of :data:`IMAGE_EXTS`. Pillow can open many more
+#: (EPS runs Ghostscript, a separate program; PSD, FITS, ... are rare in training data and
+#: widen the parsers an adversary can reach), so a payload in any other format is ``not-media``.
+IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "DIB", "TIFF", "PPM", "TGA", "ICO", "JPEG2000")
+
 # Leading bytes of formats Pillow reads: a payload starting with one of these that
 # fails to open is "corrupt"; anything else is "not-media".
 _MAGIC = (
@@ -90,6 +95,9 @@ class ImageConfig:
             plain resize.
         draft: use ``Image.draft()`` (JPEG DCT scaling) before the full decode.
         exif_orientation: honour the EXIF orientation tag.
+        formats: Pillow format names tried when an image is opened (default
+            :data:`IMAGE_FORMATS`); any other payload is ``not-media`` and is never parsed
+            further. ``EPS`` is refused in any case (its decoding runs Ghostscript).
     """
 
     background: tuple[int, int, int] = (255, 255, 255)
@@ -98,8 +106,17 @@ class ImageConfig:
     reducing_gap: float | None = 3.0
     draft: bool = True
     exif_orientation: bool = True
+    formats: tuple[str, ...] = IMAGE_FORMATS
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "formats", tuple(str(f).upper() for f in self.formats))
+        if "EPS" in self.formats:
+            raise ValueError("formats: EPS is never decoded (it runs Ghostscript, an external program)")
+        Image.init()
+        unknown = [f for f in self.formats if f not in Image.OPEN]
+        if unknown or not self.formats:
+            raise ValueError(f"formats must name Pillow formats that can be opened (e.g. {IMAGE_FORMATS}); "
+                             + (f"unknown: {unknown}" if unknown else "none given"))
         if self.resample not in RESAMPLE:
             raise ValueError(f"unknown resample filter {self.resample!r}; expected one of {sorted(RESAMPLE)}")
         if len(self.background) != 3 or not all(0 <= int(c) <= 255 for c in self.background):
@@ -153,9 +170,11 @@ def _open(data: bytes, cfg: ImageConfig) -> Image.Image:
         raise SampleError("empty", "zero-byte image payload", stage="decode")
     try:
         with _bomb_limit(cfg):
-            im = Image.open(io.BytesIO(data))
+            im = Image.open(io.BytesIO(data), formats=cfg.formats)
     except Exception as exc:  # Pillow raises many types for bad headers
-        raise SampleError(_classify(exc, data), f"cannot open image: {exc}", stage="decode") from None
+        why = f"not an image in the formats read ({', '.join(cfg.formats)})" \
+            if isinstance(exc, UnidentifiedImageError) else str(exc)
+        raise SampleError(_classify(exc, data), f"cannot open image: {why}", stage="decode") from None
     w, h = im.size
     if w < 1 or h < 1:
         raise SampleError("corrupt", f"image header declares size {w}x{h}", stage="decode")
