@@ -255,3 +255,18 @@ def test_config_validation():
         VideoConfig(frames=0)
     with pytest.raises(ValueError):
         VideoConfig(short="loop")
+
+
+@pytest.mark.parametrize("script", [
+    b"ffconcat version 1.0\nfile clip.mkv\n",
+    b"#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:10,\nclip.mkv\n#EXT-X-ENDLIST\n",
+])
+def test_a_video_member_that_names_other_files_never_reads_them(tmp_path, monkeypatch, script):
+    """An ffconcat script or playlist as a video payload: FFmpeg opens nothing it names."""
+    from patchpack.decode import read_header
+
+    (tmp_path / "clip.mkv").write_bytes(encode_video(8, fmt="matroska"))
+    monkeypatch.chdir(tmp_path)  # FFmpeg's concat demuxer resolves relative names from here
+    with pytest.raises(SampleError) as e:
+        read_header(script, "video", video_cfg=VideoConfig(frames=4), key="k")
+    assert e.value.kind in ("not-media", "corrupt")

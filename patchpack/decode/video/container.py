@@ -93,9 +93,14 @@ def is_truncated(data: bytes) -> bool:
 
 
 
+#: FFmpeg may open no other resource while it reads a payload: no protocol is allowed for nested
+#: opens, so a "video" that is an ffconcat script or a playlist naming local files or urls
+#: (FFmpeg's concat, HLS, DASH demuxers) cannot make it read them; a self-contained container
+#: needs none.
+_SEALED = {"protocol_whitelist": "none"}
 #: Options for FFmpeg's stream probe only (``avformat_find_stream_info``): parse headers but skip
 #: decoding a frame where the codec allows (H.264/HEVC); PyAV's own decoder does not see them.
-_PROBE_OPTIONS = {"skip_frame": "all"}
+_PROBE_OPTIONS = {"skip_frame": "all", **_SEALED}
 
 
 def open_container(data: bytes, key: str) -> Any:
@@ -111,7 +116,7 @@ def open_container(data: bytes, key: str) -> Any:
         cc = next((s.codec_context for s in container.streams.video if s.codec_context is not None), None)
         if cc is not None and not (cc.width and cc.height):
             container.close()
-            container = av.open(io.BytesIO(data), mode="r", metadata_errors="ignore")
+            container = av.open(io.BytesIO(data), mode="r", metadata_errors="ignore", options=_SEALED)
         return container
     except av.error.FFmpegError as e:
         if is_truncated(data):
