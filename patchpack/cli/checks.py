@@ -26,7 +26,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import IO, Iterator, Sequence
 
-__all__ = ["UsageError", "config_errors", "check_sources", "Sniff", "sniff", "unopened", "report_outcome"]
+__all__ = ["UsageError", "config_errors", "check_sources", "Sniff", "sniff", "unopened", "report_outcome", "printable"]
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters as ``\\xNN``: keys and messages come from the data, and an
+    escape sequence in a member name must not reach the terminal."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 #: error records shown when a run fails
 SHOWN_RECORDS = 3
@@ -235,7 +243,7 @@ def report_outcome(
     print(f"patchpack {command}: error: {what} ({len(errors)} error records: {counts})", file=stream)
     shown = gone if examples > 0 else list(errors)
     for e in shown[:SHOWN_RECORDS]:
-        print(f"  {e.key} [{e.kind}] {e.message}", file=stream)
+        print(f"  {printable(e.key)} [{e.kind}] {printable(e.message)}", file=stream)
     if len(shown) > SHOWN_RECORDS:
         print(f"  ... {len(shown) - SHOWN_RECORDS} more", file=stream)
     seen = sniff(urls, label_field) if examples == 0 and urls else None

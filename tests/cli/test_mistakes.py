@@ -304,3 +304,12 @@ def test_a_brace_range_too_large_to_list_is_one_line(capsys):
     code, _, err = run(capsys, "stats", "/nowhere/x-{000000000..999999999}.tar", "--no-progress")
     assert code == 2
     assert one_line(err, "stats").endswith("expands to more than 1,000,000 urls; check the brace ranges")
+
+
+def test_control_characters_from_the_data_never_reach_the_terminal(tmp_path, capsys):
+    """A member name holding an escape sequence is printed escaped in the records listed."""
+    evil = "x\x1b]0;owned\x07\x1b[2J"
+    urls = write_shards(tmp_path, [{"__key__": evil, "jpg": b"this is not an image at all\n", "cls": b"0"}], per_shard=1)
+    code, _, err = run(capsys, "stats", *urls, "--no-progress", *SMALL)
+    assert code == 1 and "\x1b" not in err and "\x07" not in err
+    assert "  x\\x1b]0;owned\\x07\\x1b[2J [not-media]" in err
