@@ -270,3 +270,16 @@ def test_a_video_member_that_names_other_files_never_reads_them(tmp_path, monkey
     with pytest.raises(SampleError) as e:
         read_header(script, "video", video_cfg=VideoConfig(frames=4), key="k")
     assert e.value.kind in ("not-media", "corrupt")
+
+
+@pytest.mark.parametrize("index", ["packets", "metadata"])
+def test_a_clip_with_more_packets_than_allowed_is_too_large(index):
+    from patchpack.decode import read_header
+
+    data = encode_video(12)
+    assert read_header(data, "video", video_cfg=VideoConfig(frames=4, index=index, max_packets=12)).num_frames == 12
+    with pytest.raises(SampleError) as e:
+        read_header(data, "video", video_cfg=VideoConfig(frames=4, index=index, max_packets=11), key="k")
+    assert e.value.kind == "too-large" and "max_packets" in str(e.value)
+    with pytest.raises(ValueError, match="max_packets"):
+        VideoConfig(max_packets=0)

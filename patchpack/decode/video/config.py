@@ -55,6 +55,10 @@ class VideoConfig:
             or from 1080p up).
         interpolation: swscale resize filter (``"AREA"``, ``"BILINEAR"``, ``"BICUBIC"``, ...).
         max_source_pixels: per-frame size limit (decompression-bomb guard).
+        max_packets: most video packets (frames) a clip may have; a longer one is
+            ``too-large``, found while its index is built, so the index holds at most this
+            many entries (~150 bytes each while demuxing: 1,000,000 is ~9 h at 30 fps and
+            ~150 MB).
     """
 
     frames: int | None = 16
@@ -71,6 +75,7 @@ class VideoConfig:
     thread_type: str = "AUTO"
     interpolation: str = "AREA"
     max_source_pixels: int = 8192 * 8192
+    max_packets: int = 1_000_000
 
     def __post_init__(self) -> None:
         if self.frames is not None and self.frames < 1:
@@ -87,6 +92,8 @@ class VideoConfig:
             raise ValueError(f"unknown short policy {self.short!r}; expected one of {SHORT_POLICIES}")
         if self.tubelet < 1:
             raise ValueError("tubelet must be >= 1")
+        if self.max_packets < 1:
+            raise ValueError("max_packets must be >= 1")
         if self.rounding not in ROUNDING:
             raise ValueError(f"unknown rounding {self.rounding!r}; expected one of {ROUNDING}")
         if self.max_tokens is not None and self.max_tokens < 1:

@@ -40,7 +40,8 @@ def _payload_offset(data: bytes, packet: Any) -> int:
     return -1
 
 
-def _packet_index(container: Any, vs: Any, data: bytes, key: str) -> tuple[np.ndarray | None, np.ndarray, int, Any]:
+def _packet_index(container: Any, vs: Any, data: bytes, key: str,
+                  max_packets: int) -> tuple[np.ndarray | None, np.ndarray, int, Any]:
     """``(pts sorted or None, keyframe pts sorted, packet count, feed)`` from demuxing (no decode).
 
     ``feed`` is ``(offsets, sizes, pts)`` of every packet in demux order when each packet's
@@ -56,6 +57,8 @@ def _packet_index(container: Any, vs: Any, data: bytes, key: str) -> tuple[np.nd
         for packet in container.demux(vs):
             if packet.size == 0:
                 continue
+            if len(sizes) >= max_packets or count >= max_packets:
+                raise SampleError("too-large", f"more than {max_packets} video packets (max_packets)", key=key)
             if offsets is not None:
                 off = -1 if packet.is_discard or packet.pts is None else _payload_offset(data, packet)
                 if off < 0:
@@ -144,7 +147,7 @@ def read_video_header(data: bytes, cfg: VideoConfig, *, key: str = "") -> Header
             if plan is None:
                 mode = "packets"  # headers say too little: fall back to the exact scan
         if mode == "packets":
-            pts, keyframes, count, feed = _packet_index(container, vs, data, key)
+            pts, keyframes, count, feed = _packet_index(container, vs, data, key, cfg.max_packets)
             if count == 0:
                 raise SampleError("no-frames", "video stream has no packets", key=key)
             if pts is None:
@@ -161,6 +164,9 @@ def read_video_header(data: bytes, cfg: VideoConfig, *, key: str = "") -> Header
                     info["extradata"] = extradata.hex()
         else:
             n, start = plan  # type: ignore[misc]
+            if n > cfg.max_packets:
+                raise SampleError("too-large", f"{n} frames by the container's metadata, over max_packets "
+                                  f"({cfg.max_packets})", key=key)
             ts_or_n = n
             index["start"] = start
         info["index"] = mode
