@@ -26,9 +26,25 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import IO, Iterator, Sequence
 
-__all__ = ["UsageError", "config_errors", "check_sources", "Sniff", "sniff", "unopened", "report_outcome", "printable"]
+__all__ = ["UsageError", "config_errors", "check_sources", "Sniff", "sniff", "unopened", "report_outcome", "printable",
+           "check_output_folder"]
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def check_output_folder(path: str | None, flag: str) -> None:
+    """Refuse, before any work, an output folder ``path`` (given as ``flag``) that exists as a
+    file or lies under one."""
+    if path is None:
+        return
+    p = os.path.abspath(path)
+    while p and not os.path.exists(p):
+        parent = os.path.dirname(p)
+        if parent == p:
+            return
+        p = parent
+    if not os.path.isdir(p):
+        raise UsageError(f"{flag} {path}: {p} is a file, not a folder")
 
 
 def printable(text: str) -> str:

@@ -64,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
     from ..storage.manifest import ManifestError
 
     urls = checks.check_sources(args.urls)  # nothing is written for a path that does not exist
+    checks.check_output_folder(args.out, "--out")
     with checks.config_errors():
         cfg = config_from_args(args)
         if cfg.packed:  # packed shards skip oversize examples as the loader does: same trap check
@@ -77,6 +78,8 @@ def run(args: argparse.Namespace) -> int:
         )
     except ManifestError as exc:  # another run's folder: a mistake in --out, said in one line
         raise checks.UsageError(str(exc)) from None
+    except PermissionError as exc:  # a folder we may not write
+        raise checks.UsageError(f"--out {args.out}: {exc.strerror or exc}") from None
     except PreprocessError as exc:  # not complete: the first records and a hint, exit 1
         m = exc.manifest
         code = checks.report_outcome("preprocess", m["totals"]["examples"], _records(Path(args.out), m), urls=urls,

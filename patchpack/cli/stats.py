@@ -62,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
     from ..loader.dataset import make_loader
 
     urls = checks.check_sources(args.urls)
+    checks.check_output_folder(args.report, "--report")
     with checks.config_errors():
         cfg = build_config(args)
         loader = make_loader(urls, cfg, num_workers=args.workers)

@@ -59,6 +59,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     urls = checks.check_sources(args.urls)
+    checks.check_output_folder(args.out, "--out")
     eval_urls = checks.check_sources(args.eval_urls) if args.eval_urls else None
     with checks.config_errors():  # bad values and traps while the configs are built: one line
         cfg, video, train_loader, evals = _build(args, urls, eval_urls)

@@ -249,6 +249,7 @@ def preprocess(
         ManifestError: the folder holds another run (other config or inputs' format)
             and ``overwrite`` is false, or another run holds its lock.
         FileNotFoundError: a local input does not exist (raised before anything is written).
+        NotADirectoryError: ``out_dir`` exists and is not a folder.
         PreprocessError: a source gave nothing or no example came through; the manifest is
             written with ``complete: false`` (and the error records) first.
     """
@@ -264,6 +265,8 @@ def preprocess(
         raise ValueError("the same input shard is listed twice")
     _check_local(urls)
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"{out} exists and is not a folder: give an output folder")
     out.mkdir(parents=True, exist_ok=True)
     with _lock(out):
         _clean_temporaries(out)

@@ -313,3 +313,24 @@ def test_control_characters_from_the_data_never_reach_the_terminal(tmp_path, cap
     code, _, err = run(capsys, "stats", *urls, "--no-progress", *SMALL)
     assert code == 1 and "\x1b" not in err and "\x07" not in err
     assert "  x\\x1b]0;owned\\x07\\x1b[2J [not-media]" in err
+
+
+@pytest.mark.parametrize("command,flag", [("preprocess", "--out"), ("train", "--out"), ("stats", "--report")])
+@pytest.mark.parametrize("below", [False, True])
+def test_an_output_folder_that_is_a_file_is_one_line(data, capsys, tmp_path, command, flag, below):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    target = blocker / "sub" if below else blocker
+    extra = {"preprocess": ["--quiet"], "train": TINY_MODEL, "stats": ["--no-progress"]}[command]
+    code, _, err = run(capsys, command, *data["img"], *extra, flag, target)
+    assert code == 2
+    assert one_line(err, command).endswith(f"{flag} {target}: {blocker} is a file, not a folder")
+    assert blocker.read_text() == "x"
+
+
+def test_library_preprocess_refuses_a_file_as_its_folder(data, tmp_path):
+    from patchpack.offline.engines import preprocess
+
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(NotADirectoryError, match="exists and is not a folder"):
+        preprocess(data["img"], tmp_path / "f", progress=False)
