@@ -5,6 +5,7 @@ No torch here: preprocessing, the worker stream and the command line all read th
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections import defaultdict
 from dataclasses import InitVar, dataclass, field, fields, replace
@@ -144,9 +145,19 @@ class LoaderConfig:
                              f"(fit.grid_multiple={m}): raise max_tokens to at least {m * m}")
         if self.label_field != "cls" and not self.label_field.startswith("json:"):
             raise ValueError("label_field must be 'cls' or 'json:<key>'")
+        need, have = self.batch_bytes, _physical_memory()
+        if have is not None and need > have:
+            raise ValueError(f"one batch would hold {need / 2**30:.1f} GiB of patches (batch_size={self.batch_size} x "
+                             f"seq_len={self.pack.seq_len} x {self.token_dim} bytes per token), more than this "
+                             f"machine's {have / 2**30:.1f} GiB of memory: lower seq_len or batch_size")
         problem = budget_problem(self)
         if problem is not None:
             warnings.warn(problem, ConfigWarning, stacklevel=3)
+
+    @property
+    def batch_bytes(self) -> int:
+        """Bytes of one batch's ``patches`` (uint8 ``[batch_size, seq_len, token_dim]``)."""
+        return self.batch_size * self.pack.seq_len * self.token_dim
 
     @property
     def source_options(self) -> dict[str, Any]:
@@ -265,6 +276,14 @@ def budget_problem(cfg: LoaderConfig) -> str | None:
             f"so such examples would be skipped as oversize; raise seq_len to {n} or lower the budget")
 
 
+def _physical_memory() -> int | None:
+    """This machine's memory in bytes (``None`` where the platform does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
 def _stored_budget(fit: dict, meta: dict) -> int | None:
     p = int(fit.get("patch_size") or meta.get("patch_size") or 1)
     caps = [int(fit["max_patches"])] if fit.get("max_patches") else []
@@ -286,8 +305,6 @@ def check_stored_shards(urls, cfg: LoaderConfig) -> None:
     Raises:
         ValueError: one line naming the shard's values and the loader's, and what to change.
     """
-    import os
-
     folders: set[str] = set()
     for url in urls:
         if not str(url).endswith(".arrow") or not os.path.isfile(url):

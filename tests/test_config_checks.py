@@ -119,3 +119,17 @@ def test_native_allow_upsample_within_budget_and_never_fewer_tokens(h, w, p, bud
     assert up[0] * up[1] >= plain[0] * plain[1]  # never fewer tokens than without the flag
     if max(h, w) <= 4 * min(h, w) and budget >= 16:  # moderate aspect: the budget is at least half used
         assert up[0] * up[1] >= budget // 2
+
+
+def test_a_batch_larger_than_the_machine_is_refused_in_one_line(monkeypatch):
+    import patchpack.config as config_module
+    from patchpack.config import LoaderConfig
+
+    monkeypatch.setattr(config_module, "_physical_memory", lambda: 8 * 1024 * 768)
+    ok = LoaderConfig().with_overrides(seq_len=1024, batch_size=8)  # exactly the memory: accepted
+    assert ok.batch_bytes == 8 * 1024 * 768
+    with pytest.raises(ValueError, match=r"one batch would hold 0.0 GiB of patches \(batch_size=9 x seq_len=1024 x 768 "
+                                         r"bytes per token\), more than this machine's 0.0 GiB of memory"):
+        LoaderConfig().with_overrides(seq_len=1024, batch_size=9)
+    monkeypatch.setattr(config_module, "_physical_memory", lambda: None)  # unknown: not checked
+    assert LoaderConfig().with_overrides(seq_len=10**8).pack.seq_len == 10**8
