@@ -149,7 +149,7 @@ class LoaderConfig:
         if have is not None and need > have:
             raise ValueError(f"one batch would hold {need / 2**30:.1f} GiB of patches (batch_size={self.batch_size} x "
                              f"seq_len={self.pack.seq_len} x {self.token_dim} bytes per token), more than this "
-                             f"machine's {have / 2**30:.1f} GiB of memory: lower seq_len or batch_size")
+                             f"machine's {have / 2**30:.1f} GiB of memory: lower seq_len, batch_size or the patch size")
         problem = budget_problem(self)
         if problem is not None:
             warnings.warn(problem, ConfigWarning, stacklevel=3)
