@@ -211,12 +211,12 @@ class LoaderConfig:
             if "__" in name:
                 sec, _, sub = name.partition("__")
                 if sec not in sections or sub not in {f.name for f in fields(sections[sec])}:
-                    raise TypeError(f"unknown loader option {name!r}")
+                    raise TypeError(f"unknown loader option {name!r}" + _did_you_mean(name, own, sections))
                 nested[sec][sub] = value
                 continue
             owners = [s for s, obj in sections.items() if name in {f.name for f in fields(obj)}]
             if not owners:
-                raise TypeError(f"unknown loader option {name!r}")
+                raise TypeError(f"unknown loader option {name!r}" + _did_you_mean(name, own, sections))
             if len(owners) > 1:
                 raise TypeError(
                     f"option {name!r} is ambiguous; use one of " + ", ".join(f"{s}__{name}" for s in owners)
@@ -274,6 +274,16 @@ def budget_problem(cfg: LoaderConfig) -> str | None:
             what += f", video max_tokens={cfg.video.max_tokens}"
     return (f"seq_len={cfg.pack.seq_len} is below the largest example the fit allows ({n} tokens: {what}), "
             f"so such examples would be skipped as oversize; raise seq_len to {n} or lower the budget")
+
+
+def _did_you_mean(name: str, own: set[str], sections: dict[str, Any]) -> str:
+    """``"; did you mean 'x'?"`` for the closest option names, or ``""``."""
+    import difflib
+
+    names = set(own) | {f.name for obj in sections.values() for f in fields(obj)} | \
+        {f"{sec}__{f.name}" for sec, obj in sections.items() for f in fields(obj)}
+    close = difflib.get_close_matches(name, sorted(names), n=2, cutoff=0.75)
+    return f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
 
 
 def _physical_memory() -> int | None:

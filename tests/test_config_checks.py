@@ -133,3 +133,21 @@ def test_a_batch_larger_than_the_machine_is_refused_in_one_line(monkeypatch):
         LoaderConfig().with_overrides(seq_len=1024, batch_size=9)
     monkeypatch.setattr(config_module, "_physical_memory", lambda: None)  # unknown: not checked
     assert LoaderConfig().with_overrides(seq_len=10**8).pack.seq_len == 10**8
+
+
+def test_an_unknown_option_suggests_the_close_names():
+    with pytest.raises(TypeError, match=r"unknown loader option 'seq_lenn'; did you mean 'seq_len'\?"):
+        LoaderConfig().with_overrides(seq_lenn=10)
+    with pytest.raises(TypeError, match=r"'image__max_pixel'; did you mean 'image__max_pixels'"):
+        LoaderConfig().with_overrides(image__max_pixel=5)
+    with pytest.raises(TypeError, match=r"^unknown loader option 'zzz'$"):
+        LoaderConfig().with_overrides(zzz=1)
+
+
+def test_a_loader_over_paths_that_all_do_not_exist_fails_at_once(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"no such file or folder: .*nope-0.tar \(nor any of the other 2"):
+        make_loader(str(tmp_path / "nope-{0..2}.tar"))
+    good = write_shards(tmp_path / "ok", make_samples(3), per_shard=3)
+    loader = make_loader([str(tmp_path / "nope.tar"), *good], seq_len=256, patch_size=8, max_patches=64)
+    assert sum(b.num_examples for b in loader) == 3  # one missing among others: a record
+    assert [(e.kind, e.key) for e in loader.errors] == [("shard", str(tmp_path / "nope.tar"))]

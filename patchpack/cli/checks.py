@@ -75,17 +75,6 @@ def config_errors() -> Iterator[None]:
             raise UsageError(str(exc)) from None
 
 
-def _local_path(url: str) -> str | None:
-    """The file-system path of a local url, ``None`` for remote and ``pipe:`` urls."""
-    if url.startswith("file://"):
-        return url[7:]
-    if url.startswith("file:"):
-        return url[5:]
-    if "://" in url or url.startswith("pipe:") or url == "-":
-        return None
-    return url
-
-
 def _has_files(folder: str) -> bool:
     for _, dirs, files in os.walk(folder):
         dirs[:] = [d for d in dirs if not d.startswith(".")]
@@ -102,6 +91,7 @@ def check_sources(urls: str | Sequence[str]) -> list[str]:
     checked here (their failures are records; see :func:`unopened`).
     """
     from ..sources import expand_sources
+    from ..sources.wds import local_path, missing_local
 
     if isinstance(urls, (str, os.PathLike)):
         urls = [os.fspath(urls)]
@@ -111,7 +101,7 @@ def check_sources(urls: str | Sequence[str]) -> list[str]:
             expanded = expand_sources(arg)
         except ValueError as exc:
             raise UsageError(f"{arg}: {exc}") from None
-        missing = [u for u in expanded if (p := _local_path(u)) is not None and not os.path.exists(p)]
+        missing = missing_local(expanded)
         if missing and len(expanded) == 1:
             raise UsageError(f"{arg}: no such file or folder")
         if missing:
@@ -120,7 +110,7 @@ def check_sources(urls: str | Sequence[str]) -> list[str]:
             raise UsageError(f"{arg}: {len(missing)} of the {len(expanded)} files it names do not exist "
                              f"(first missing: {missing[0]})")
         for u in expanded:
-            p = _local_path(u)
+            p = local_path(u)
             if p is not None and os.path.isdir(p) and not _has_files(p):
                 raise UsageError(f"{arg}: the folder holds no files")
         out.extend(expanded)

@@ -45,6 +45,7 @@ from ..pipeline.mixture import Mixture, MixtureStream
 from ..pipeline.packed import PackedRowStream, serves_packed
 from ..pipeline.stream import ConsumerStream, StreamBatch
 from ..sources import expand_sources
+from ..sources.wds import missing_local
 from ..sources.mixture import is_mixture
 from ..stats import PackStats
 from .batch import PackedBatch, collate
@@ -99,6 +100,11 @@ class PackedDataset(IterableDataset):
         if self.mixture is not None:
             self.config = self.mixture.base
         self.urls = self.mixture.urls if self.mixture is not None else expand_sources(urls)
+        missing = missing_local(self.urls)
+        if missing and len(missing) == len(self.urls):  # nothing could ever come out: a wrong path
+            raise FileNotFoundError(f"no such file or folder: {missing[0]}" + (
+                f" (nor any of the other {len(missing) - 1} local paths given)" if len(missing) > 1 else "")
+                + "; check the paths (a missing one among others is an error record, not a failure)")
         if self.mixture is None:  # stored shards made with another patch size or a larger budget
             check_stored_shards(self.urls, self.config)
         self.serve_packed = self.mixture is None and serves_packed(self.urls, self.config)

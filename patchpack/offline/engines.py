@@ -74,6 +74,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 from ..sources import expand_sources
+from ..sources.wds import missing_local
 from ..storage.manifest import (
     ERRORS_DIR, ERRORS_FILE, MANIFEST, MANIFEST_FORMAT, MANIFEST_VERSION, ManifestError, entry_ok, read_manifest,
 )
@@ -94,18 +95,9 @@ class PreprocessError(RuntimeError):
         self.manifest = manifest
 
 
-def _local_path(url: str) -> str | None:
-    """The file-system path of a local url, ``None`` for remote and ``pipe:`` urls."""
-    if url.startswith("file:"):
-        return url[7:] if url.startswith("file://") else url[5:]
-    if "://" in url or url.startswith("pipe:") or url == "-":
-        return None
-    return url
-
-
 def _check_local(urls: Sequence[str]) -> None:
     """Refuse, before anything is written, local inputs that do not exist."""
-    missing = [u for u in urls if (p := _local_path(u)) is not None and not os.path.exists(p)]
+    missing = missing_local(urls)
     if missing and len(urls) == 1:
         raise FileNotFoundError(f"input shard {missing[0]} does not exist; check the path (nothing was written)")
     if missing:

@@ -20,14 +20,14 @@ import io
 import os
 import random
 import re
-from typing import IO
+from typing import IO, Sequence
 
 import braceexpand
 
 from .files import open_regular
 from .pipe import PipeReader
 
-__all__ = ["base_plus_ext", "expand_urls", "shuffle_urls", "open_url", "SKIP_META"]
+__all__ = ["base_plus_ext", "expand_urls", "shuffle_urls", "open_url", "local_path", "missing_local", "SKIP_META"]
 
 #: member names skipped entirely (webdataset's default ``skip_meta``)
 SKIP_META = r"__[^/]*__($|/)"
@@ -141,6 +141,23 @@ def shuffle_urls(urls: list[str], seed: int) -> list[str]:
     return urls
 
 
+def local_path(url: str) -> str | None:
+    """The file-system path of a local url (a path, ``file:PATH`` or ``file://PATH``); ``None``
+    for ``pipe:``, remote urls and ``-`` (standard input)."""
+    if url.startswith("file://"):
+        return url[7:]
+    if url.startswith("file:"):
+        return url[5:]
+    if "://" in url or url.startswith("pipe:") or url == "-":
+        return None
+    return url
+
+
+def missing_local(urls: Sequence[str]) -> list[str]:
+    """The urls of ``urls`` that are local paths which do not exist."""
+    return [u for u in urls if (p := local_path(u)) is not None and not os.path.exists(p)]
+
+
 def open_url(url: str) -> IO[bytes]:
     """A binary stream of ``url``: local regular files directly (:func:`open_regular`: a FIFO or
     a device is refused), ``pipe:`` commands through
@@ -151,10 +168,9 @@ def open_url(url: str) -> IO[bytes]:
             raise PermissionError("pipe: urls run shell commands and are refused under WDS_SECURE=1 "
                                   "(webdataset's security switch)")
         return io.BufferedReader(PipeReader(url[5:]))
-    if url.startswith("file:"):
-        return open_regular(re.sub(r"^file://?", "", url))
-    if "://" not in url and url != "-":
-        return open_regular(url)
+    path = local_path(url)
+    if path is not None:
+        return open_regular(path)
     from webdataset.gopen import gopen  # check_layers: allow (remote urls only; imports torch)
 
     stream = gopen(url)
