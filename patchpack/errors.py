@@ -33,7 +33,8 @@ ERROR_KINDS = {
     "link": "symlink or hard-link member or file; links are never followed",
     "special-file": "FIFO, device, directory or other non-regular member or file; never read",
     "sparse": "GNU sparse tar member; its claimed size is never materialised",
-    "oversize-member": "tar member or folder file larger than max_member_bytes; never read",
+    "oversize-member": "tar member or folder file larger than max_member_bytes, or a sample whose members "
+                       "together exceed 4 x max_member_bytes; never read",
     "bad-name": "member name that cannot be used as a key (empty, NUL)",
     "meta-member": "tar member named like webdataset metadata (__name__); not a sample, not read",
     "bad-row": "patchpack shard row inconsistent with itself or the budget (token count, grid, dtype)",

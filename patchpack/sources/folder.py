@@ -15,7 +15,7 @@ from typing import Callable, Iterator
 from ..errors import ErrorRecord, SampleError
 from .files import SpecialFileError, open_regular
 from .sample import Sample, unsafe_record
-from .tarscan import DEFAULT_MAX_MEMBER_BYTES
+from .tarscan import DEFAULT_MAX_MEMBER_BYTES, SAMPLE_BYTES_FACTOR
 from .wds import base_plus_ext
 
 __all__ = ["folder_classes", "read_folder", "read_regular_file"]
@@ -86,8 +86,13 @@ def read_folder(path: str, start: int, owns: Callable[[int], bool],
             continue
         members: dict[str, bytes] = {}
         try:
+            total = 0
             for f, ext in zip(files, exts):
-                members[ext.lower()] = read_regular_file(os.path.join(path, f), max_member_bytes)
+                members[ext.lower()] = data = read_regular_file(os.path.join(path, f), max_member_bytes)
+                total += len(data)
+                if total > SAMPLE_BYTES_FACTOR * max_member_bytes:
+                    raise SampleError("oversize-member", f"sample {key!r} holds more than {SAMPLE_BYTES_FACTOR} x "
+                                      f"max_member_bytes={max_member_bytes} bytes of files", stage="source")
         except SampleError as err:
             yield err.record(key, path)
             continue

@@ -55,13 +55,16 @@ from .tarblocks import (BLOCK, NO_DATA, REGULAR, SPECIAL, ZERO, HeaderError, Str
                         decompressed, header_name, is_header, number, padding, parse_pax, split_name)
 
 __all__ = ["TarScanConfig", "TarSample", "TarIssue", "scan_tar", "decompressed", "DEFAULT_MAX_MEMBER_BYTES",
-           "MAX_META_BYTES", "MAX_ZERO_BLOCKS"]
+           "MAX_META_BYTES", "MAX_ZERO_BLOCKS", "SAMPLE_BYTES_FACTOR"]
 
 #: Default per-member byte cap (256 MiB): a larger member is reported, never read.
 DEFAULT_MAX_MEMBER_BYTES = 256 * 2**20
 #: Cap on a pax header or GNU long-name payload (1 MiB).
 MAX_META_BYTES = 2**20
 
+
+#: a sample's members together may hold at most this many times ``max_member_bytes``
+SAMPLE_BYTES_FACTOR = 4
 
 #: zero blocks in a row after which a stream is no longer read (4 MiB: far beyond the record
 #: padding of any tar writer, which pads to its block size of at most 1 MiB)
@@ -74,7 +77,10 @@ class TarScanConfig:
 
     Attributes:
         max_member_bytes: members larger than this (bytes, from the header) are reported
-            ``oversize-member`` and skipped unread. Default 256 MiB.
+            ``oversize-member`` and skipped unread. Default 256 MiB. A sample whose members
+            together exceed :data:`SAMPLE_BYTES_FACTOR` times this is ``oversize-member`` too
+            (its members are dropped as soon as the sum goes over), so one sample never holds
+            more than that in memory.
         skip_meta: regex (``re.match`` on the member name) of webdataset metadata members,
             reported ``meta-member`` and skipped; ``None`` reads them as members.
         refuse_exts: member extensions (last dotted part, lower case) never read; their
@@ -122,11 +128,12 @@ class TarIssue:
 
 
 class _Group:
-    __slots__ = ("key", "index", "offset", "wanted", "members", "problem")
+    __slots__ = ("key", "index", "offset", "wanted", "members", "problem", "nbytes")
 
     def __init__(self, key: str, index: int, offset: int, wanted: bool):
         self.key, self.index, self.offset, self.wanted = key, index, offset, wanted
         self.members: dict[str, bytes] = {}
+        self.nbytes = 0
         self.problem: tuple[str, str] | None = None
 
     def fail(self, kind: str, message: str) -> None:
@@ -348,6 +355,9 @@ def scan_tar(
             problem = ("unsafe", f"member {name!r} would need unpickling or code execution; never loaded")
         elif ext in g.members:
             problem = ("corrupt", f"duplicate member {ext!r} in sample {key!r}")
+        elif g.nbytes + size > SAMPLE_BYTES_FACTOR * cfg.max_member_bytes:
+            problem = ("oversize-member", f"sample {key!r} holds more than {SAMPLE_BYTES_FACTOR} x "
+                                          f"max_member_bytes={cfg.max_member_bytes} bytes of members")
         if problem is not None and g.wanted:
             g.fail(*problem)
         if not has_data:
@@ -357,6 +367,7 @@ def scan_tar(
             short = len(data) < size
             if not short:
                 g.members[ext] = data
+                g.nbytes += size
         else:
             short = s.skip(size) < size
         if short:

@@ -284,3 +284,30 @@ def test_fuzz_mutated_tar_accounts_for_every_sample(mutations):
 @given(st.binary(max_size=4096))
 def test_fuzz_arbitrary_bytes_never_raise(blob):
     _check_accounting(blob, set())
+
+
+def test_a_sample_of_many_members_under_the_cap_is_bounded_as_a_whole():
+    """Each member is under max_member_bytes, but together they pass 4x: the sample is refused
+    once the sum goes over (its members dropped, the rest skipped)."""
+    cap = 4000
+    many = [(f"big.m{j}", bytes([j]) * 3900) for j in range(8)]  # 8 x 3900 > 4 x 4000
+    members = H.ok_sample(0) + many + H.ok_sample(1)
+    items = list(scan_tar(Counting(H.tar_bytes(members)), "shard.tar", TarScanConfig(max_member_bytes=cap)))
+    assert {i.key for i in items if isinstance(i, TarSample)} == {"s0000", "s0001"}
+    (rec,) = [i.record for i in items if isinstance(i, TarIssue)]
+    assert (rec.kind, rec.key) == ("oversize-member", "big") and "more than 4 x max_member_bytes=4000" in rec.message
+    four = [(f"ok.m{j}", bytes([j]) * 4000) for j in range(4)]  # exactly 4 x the cap: read
+    items = list(scan_tar(io.BytesIO(H.tar_bytes(four)), "shard.tar", TarScanConfig(max_member_bytes=cap)))
+    assert [len(i.members) for i in items if isinstance(i, TarSample)] == [4]
+
+
+def test_a_folder_sample_of_many_files_is_bounded_as_a_whole(tmp_path):
+    from patchpack.sources import read_shard
+
+    for j in range(6):
+        (tmp_path / f"x.m{j}").write_bytes(b"a" * 3900)
+    (tmp_path / "y.png").write_bytes(H.ok_image(0))
+    recs = list(read_shard(str(tmp_path), max_member_bytes=4000))
+    bad = [r for r in recs if not hasattr(r, "members")]
+    assert [(r.key, r.kind) for r in bad] == [("x", "oversize-member")]
+    assert [r.key for r in recs if hasattr(r, "members")] == ["y"]
