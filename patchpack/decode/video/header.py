@@ -52,12 +52,13 @@ def _packet_index(container: Any, vs: Any, data: bytes, key: str,
     keys: list[int] = []
     offsets: list[int] | None = []
     sizes: list[int] = []
-    count, missing = 0, False
+    count, seen, missing = 0, 0, False
     try:
         for packet in container.demux(vs):
             if packet.size == 0:
                 continue
-            if len(sizes) >= max_packets or count >= max_packets:
+            seen += 1
+            if seen > max_packets:
                 raise SampleError("too-large", f"more than {max_packets} video packets (max_packets)", key=key)
             if offsets is not None:
                 off = -1 if packet.is_discard or packet.pts is None else _payload_offset(data, packet)
