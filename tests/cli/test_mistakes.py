@@ -334,3 +334,14 @@ def test_library_preprocess_refuses_a_file_as_its_folder(data, tmp_path):
     (tmp_path / "f").write_text("x")
     with pytest.raises(NotADirectoryError, match="exists and is not a folder"):
         preprocess(data["img"], tmp_path / "f", progress=False)
+
+
+def test_an_output_folder_that_cannot_be_written_is_one_line(data, capsys, tmp_path, monkeypatch):
+    import patchpack.offline.engines as engines
+
+    def refuse(*a, **k):
+        raise PermissionError(13, "Permission denied", str(tmp_path / "ro"))
+
+    monkeypatch.setattr(engines, "preprocess", refuse)
+    code, _, err = run(capsys, "preprocess", *data["img"], "--out", tmp_path / "ro" / "out", "--quiet")
+    assert code == 2 and one_line(err, "preprocess").endswith(f"--out {tmp_path / 'ro' / 'out'}: Permission denied")
