@@ -151,17 +151,6 @@ def _video_codec() -> str:
     return "libx264" if "libx264" in av.codecs_available else "mpeg4"
 
 
-def _yuv_frame(rgb: np.ndarray) -> av.VideoFrame:
-    """``rgb`` as a yuv420p frame whose row padding repeats each row's last pixel: the encoder
-    reads past the width of odd-sized planes, and uninitialised padding made the same frames
-    encode to different bytes from run to run."""
-    frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")
-    for plane in frame.planes:
-        rows = np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)[:, : plane.width]
-        plane.update(np.pad(rows, ((0, 0), (0, plane.line_size - plane.width)), mode="edge").tobytes())
-    return frame
-
-
 def encode_video(frames: np.ndarray, fps: int = 8) -> bytes:
     """MP4 bytes (H.264 when available, else MPEG-4 Part 2) of uint8 ``[T, H, W, 3]`` with even H, W."""
     t, h, w, _ = frames.shape
@@ -171,11 +160,12 @@ def encode_video(frames: np.ndarray, fps: int = 8) -> bytes:
         stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
         stream.codec_context.thread_count = 1  # deterministic output
         if stream.codec_context.name == "libx264":
-            # one encoder thread and no lookahead threads, spelled out to x264 itself
+            # one encoder thread, and no macroblock-tree rate control: it reads uninitialised
+            # memory, so with it the same frames encoded to different bytes from run to run
             stream.options = {"crf": "18", "preset": "veryfast",
-                              "x264-params": "threads=1:lookahead-threads=1:sliced-threads=0"}
+                              "x264-params": "threads=1:lookahead-threads=1:sliced-threads=0:no-mbtree=1"}
         for f in frames:
-            for packet in stream.encode(_yuv_frame(f)):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
