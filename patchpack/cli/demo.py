@@ -92,7 +92,7 @@ def run_demo(
     )
     cfg = TrainConfig(model=model_cfg, steps=steps, lr=2e-3, warmup_steps=max(1, steps // 20), weight_decay=0.05,
                       device="cpu", log_every=max(1, steps // 10), out_dir=str(out / "train"), resume=False,
-                      seed=seed)
+                      seed=seed, deterministic=True)
     torch.manual_seed(seed)
     model = NaViT(model_cfg)
     log(f"training a {sum(p.numel() for p in model.parameters()):,}-parameter NaViT + TokenLearner (K={model_cfg.token_learner.num_tokens} after "

@@ -46,6 +46,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--out", default=None, help="folder for checkpoints and logs")
     p.add_argument("--no-resume", action="store_true")
+    p.add_argument("--deterministic", action="store_true",
+                   help="torch's deterministic algorithms: same seed, data and threads -> same weights")
     p.add_argument("--checkpoint-every", type=flags.positive_int, default=None)
     p.add_argument("--eval-every", type=flags.positive_int, default=None)
     p.add_argument("--log-every", type=flags.non_negative_int, default=10)
@@ -104,6 +106,7 @@ def _build(args: argparse.Namespace, urls: list[str], eval_urls: list[str] | Non
         checkpoint_every=args.checkpoint_every,
         resume=not args.no_resume,
         seed=args.seed,
+        deterministic=args.deterministic,
     )
     train_loader, evals = make_loaders(
         urls,

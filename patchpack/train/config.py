@@ -40,6 +40,10 @@ class TrainConfig:
         run_steps: stop this invocation after this many steps (a checkpoint is
             written; a later call with ``resume`` continues to ``steps``); ``None``:
             run to ``steps``. The schedule always follows ``steps``.
+        deterministic: train under ``torch.use_deterministic_algorithms(True)`` (restored
+            afterwards), so the same seed, data and thread count give the same weights run
+            after run (measured on CPU: without it, two 2-thread demo runs drifted apart after
+            ~150 steps). On CUDA torch then needs ``CUBLAS_WORKSPACE_CONFIG`` set.
     """
 
     model: NaViTConfig = field(default_factory=NaViTConfig)
@@ -62,6 +66,7 @@ class TrainConfig:
     eval_batches: int | None = None
     run_steps: int | None = None
     model_name: str = "navit"
+    deterministic: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.model, dict):

@@ -170,6 +170,16 @@ def train(
         ValueError: the loader yields no batch, or a label is ``>= num_classes``
             (:func:`check_labels`, naming the sample key).
     """
+    before = torch.are_deterministic_algorithms_enabled()
+    if config.deterministic:
+        torch.use_deterministic_algorithms(True)
+    try:
+        return _train(config, train_loader, eval_loaders, model, log)
+    finally:
+        torch.use_deterministic_algorithms(before)
+
+
+def _train(config: TrainConfig, train_loader: Iterable[PackedBatch], eval_loaders, model, log) -> TrainResult:
     cfg = config
     say = log or (lambda s: None)
     device = _device(cfg.device)

@@ -152,3 +152,23 @@ def test_reduced_demo(tmp_path, capsys):
     assert "images" in out and "videos" in out  # accuracy split by kind
     assert set(r["accuracy"]) == {"16p", "64p"} and r["chance"] == pytest.approx(1 / 7)  # 3 image + 4 video classes
     assert (tmp_path / "report").is_dir() and (tmp_path / "train" / "summary.json").exists()
+
+
+def test_deterministic_training_switches_torch_on_and_restores_it(monkeypatch):
+    import patchpack.train.loop as loop
+
+    seen = []
+    monkeypatch.setattr(loop, "_train", lambda *a: seen.append(torch.are_deterministic_algorithms_enabled()) or "done")
+    before = torch.are_deterministic_algorithms_enabled()
+    assert train(_cfg(deterministic=True), [], log=None) == "done"
+    assert torch.are_deterministic_algorithms_enabled() == before
+    train(_cfg(), [], log=None)
+    assert seen == [True, before]
+
+
+def test_deterministic_training_hits_no_op_without_a_deterministic_kernel_and_repeats():
+    batches = _batches(4, 3)
+    a = train(_cfg(steps=6, deterministic=True), StatefulLoader(batches), log=None)
+    b = train(_cfg(steps=6, deterministic=True), StatefulLoader(batches), log=None)
+    for (n, x), y in zip(a.model.state_dict().items(), b.model.state_dict().values()):
+        assert torch.equal(x, y), n
