@@ -21,7 +21,7 @@ import os
 from typing import Iterator, Sequence
 
 from ..config import LoaderConfig
-from ..errors import ErrorRecord, SampleError
+from ..errors import ErrorRecord
 from ..pack import PackedSequence
 from ..sources import plan_shards
 from ..stats import PackStats
@@ -30,7 +30,7 @@ from ..storage.manifest import check_shard
 from ..storage.reader import BadRow, ShardReader, read_shard_metadata
 from ..tokenize import Tokens
 from .elastic import dealt_tasks
-from .stream import StreamBatch
+from .stream import StreamBatch, keep_record
 
 __all__ = ["PackedRowStream", "serves_packed", "stored_seq_len"]
 
@@ -90,10 +90,7 @@ class PackedRowStream:
                 **({"dealt": self.dealt} if self.dealt is not None else {})}
 
     def _record(self, rec: ErrorRecord) -> None:
-        if self.cfg.errors == "raise":
-            raise SampleError(rec.kind, rec.message, key=rec.key, shard=rec.shard, stage=rec.stage)
-        self.errors.append(rec)
-        self.stats.add_error(rec)
+        keep_record(rec, self.cfg, self.errors, self.stats)
 
     def _tasks(self) -> list:
         if self.dealt is not None:

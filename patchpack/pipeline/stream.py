@@ -40,7 +40,7 @@ from .state import Held, collect_refs, from_refs, to_refs
 from .steps import probe_sample, sample_tokens, stored_plan
 from .threads import DecodePool
 
-__all__ = ["ConsumerStream", "StreamBatch"]
+__all__ = ["ConsumerStream", "StreamBatch", "keep_record"]
 
 
 def _held_bytes(item: Held) -> int:
@@ -59,6 +59,15 @@ def _guarded(records: Iterator, url: str) -> Iterator:
         yield from records
     except Exception as exc:
         yield ErrorRecord(url, url, "source", "shard", f"source failed: {type(exc).__name__}: {str(exc)[:300]}")
+
+
+def keep_record(rec: ErrorRecord, cfg: LoaderConfig, errors: list[ErrorRecord], stats: PackStats) -> None:
+    """Keep ``rec`` in ``errors`` and ``stats``, or raise it as a :class:`SampleError` under
+    ``cfg.errors == "raise"``."""
+    if cfg.errors == "raise":
+        raise SampleError(rec.kind, rec.message, key=rec.key, shard=rec.shard, stage=rec.stage)
+    errors.append(rec)
+    stats.add_error(rec)
 
 
 class StreamBatch(NamedTuple):
@@ -139,10 +148,7 @@ class ConsumerStream:
 
     # -- errors -----------------------------------------------------------------------
     def _record(self, rec: ErrorRecord) -> None:
-        if self.cfg.errors == "raise":
-            raise SampleError(rec.kind, rec.message, key=rec.key, shard=rec.shard, stage=rec.stage)
-        self.errors.append(rec)
-        self.stats.add_error(rec)
+        keep_record(rec, self.cfg, self.errors, self.stats)
 
     # -- admission: header only -------------------------------------------------------
     def _progress(self) -> float:
