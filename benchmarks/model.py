@@ -40,7 +40,7 @@ from patchpack.fit import FitConfig, fit_grid
 from patchpack.loader.batch import collate
 from patchpack.model import NaViT, NaViTConfig, TokenLearnerConfig, train_flops
 from patchpack.model.tokenlearner import learned_layout
-from patchpack.pack import PackConfig, Packer
+from patchpack.pack import PackConfig, make_packer
 from patchpack.tokenize import Tokens, grid_positions
 
 P, BUDGET, NC = 16, 64, 10
@@ -64,7 +64,7 @@ def image_grids(n: int, seed: int = 0) -> list[tuple[int, int]]:
 
 
 def pack_rows(grids, seq_len: int, max_per_seq: int, algorithm: str = "bfd") -> list[list[int]]:
-    packer = Packer(PackConfig(seq_len=seq_len, algorithm=algorithm, buffer_size=128, max_per_seq=max_per_seq))
+    packer = make_packer(PackConfig(seq_len=seq_len, algorithm=algorithm, buffer_size=128, max_per_seq=max_per_seq))
     rows = []
     for i, g in enumerate(grids):
         rows += [list(s.handles) for s in packer.push(i, g[0] * g[1])]

@@ -18,6 +18,7 @@ from .drop import DropConfig
 from .errors import ERROR_POLICIES
 from .fit.image import FitConfig
 from .pack.config import PackConfig
+from .sources import ReadOptions
 
 __all__ = ["LoaderConfig", "ConfigWarning", "largest_example", "budget_problem", "check_stored_shards"]
 
@@ -160,9 +161,9 @@ class LoaderConfig:
         return self.batch_size * self.pack.seq_len * self.token_dim
 
     @property
-    def source_options(self) -> dict[str, Any]:
-        """Options the shard readers take (:func:`patchpack.sources.read_shard`)."""
-        return {"verify": self.verify, "max_member_bytes": self.max_member_bytes}
+    def read_options(self) -> ReadOptions:
+        """What the shard readers are told (:func:`patchpack.sources.read_shard`)."""
+        return ReadOptions(max_member_bytes=self.max_member_bytes, verify=self.verify)
 
     @property
     def active_augment(self) -> AugmentConfig | None:

@@ -4,12 +4,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from patchpack.errors import ErrorRecord
-from patchpack.pack import PackConfig, Packer
+from patchpack.pack import PackConfig, make_packer
 from patchpack.stats import PackStats
 
 
 def packed_stats(lengths, L=64):
-    p, s = Packer(PackConfig(seq_len=L, buffer_size=8)), PackStats()
+    p, s = make_packer(PackConfig(seq_len=L, buffer_size=8)), PackStats()
     for seq in [q for i, n in enumerate(lengths) for q in p.push(i, n)] + p.flush():
         s.add_sequence(seq, L)
     for n in lengths:

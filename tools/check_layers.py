@@ -30,6 +30,8 @@ from pathlib import Path
 LAYERS: dict[str, int] = {
     "patchpack": 0,  # the package itself re-exports lazily and imports nothing
     "patchpack.errors": 0,
+    "patchpack.registry": 0,  # the one registry shape (sources, packers, models, attention backends)
+    "patchpack.example": 0,  # Header and Plan: what a header says and what the fit decided
     "patchpack.rng": 0,
     "patchpack.tokenize": 0,  # Tokens and grid positions: plain numpy, used by storage/ below the fit
     "patchpack.sources": 1,

@@ -19,53 +19,15 @@ the case for relative ratios). Boxes are integer pixels, at least ``1 x 1``.
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
 
 import numpy as np
 
+from ..example import CropBox
 from .config import AugmentConfig
 
 __all__ = ["CropBox", "draw_crop", "crop_box", "stored_box", "apply_box"]
 
 _TRIES = 10
-
-
-class CropBox(NamedTuple):
-    """A crop in source pixels (displayed orientation) and whether to flip it.
-
-    Attributes:
-        top, left: corner of the box, pixels from the top-left of the displayed source.
-        height, width: box size in pixels (>= 1, inside the source).
-        flip: mirror the crop horizontally (after any EXIF rotation).
-    """
-
-    top: int
-    left: int
-    height: int
-    width: int
-    flip: bool = False
-
-    @property
-    def size(self) -> tuple[int, int]:
-        """``(height, width)`` of the crop: the size the fit runs on."""
-        return self.height, self.width
-
-    def to_list(self) -> list:
-        """JSON-ready ``[top, left, height, width, flip]``."""
-        return [int(self.top), int(self.left), int(self.height), int(self.width), bool(self.flip)]
-
-    @classmethod
-    def from_list(cls, values) -> "CropBox":
-        top, left, height, width, flip = values
-        return cls(int(top), int(left), int(height), int(width), bool(flip))
-
-    @classmethod
-    def whole(cls, height: int, width: int) -> "CropBox":
-        return cls(0, 0, int(height), int(width), False)
-
-    def is_identity(self, height: int, width: int) -> bool:
-        """True when the box is the whole ``height x width`` source, unflipped."""
-        return (self.top, self.left, self.height, self.width, self.flip) == (0, 0, height, width, False)
 
 
 def crop_box(

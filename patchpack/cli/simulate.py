@@ -6,7 +6,7 @@ import argparse
 import json
 import math
 
-from ..pack import packer_names
+from ..pack import PACKERS
 from ..pack.simulate import SimConfig, simulate
 from ..stats import PackStats
 from . import checks, flags
@@ -20,7 +20,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--patch-size", type=flags.positive_int, default=16, help="patch side p in pixels (default 16)")
     p.add_argument("--side-min", type=flags.positive_int, default=64, help="smallest long side in pixels (default 64)")
     p.add_argument("--side-max", type=flags.positive_int, default=None, help="largest long side (default p*sqrt(L))")
-    p.add_argument("--packer", choices=packer_names(), default="bfd", help="packing algorithm (default bfd)")
+    p.add_argument("--packer", choices=PACKERS.names(), default="bfd", help="packing algorithm (default bfd)")
     flags.add_buffer_size(p, 1024)
     p.add_argument("--max-wait", type=flags.positive_int, default=None,
                    help="age bound in arrivals for open sequences (default 2*buffer size)")

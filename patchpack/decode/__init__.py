@@ -2,7 +2,8 @@
 
 1. ``read_header(data, kind, ...) -> Header``: cheap (image header / container metadata
    only): the source size and, for videos, frame timestamps and the packet index.
-   :mod:`patchpack.fit` turns a header into a plan (fitted size, grid, frames to decode).
+   :mod:`patchpack.fit` turns a header into a :class:`~patchpack.example.Plan` (fitted size,
+   grid, frames); ``decode_plan(header, plan)`` adds how to decode those frames.
 2. ``materialize(data, plan, ...) -> np.ndarray``: the pixels, uint8 ``[F, H, W, 3]`` at
    exactly ``plan.size``, where ``F = T * pt`` (grid ``T`` times the tubelet).
 
@@ -20,9 +21,9 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import SampleError
-from .header import Header
+from ..example import Header, Plan
 
-__all__ = ["Header", "media_member", "read_header", "materialize", "tubelet_of"]
+__all__ = ["Header", "media_member", "read_header", "decode_plan", "materialize", "tubelet_of"]
 
 
 def tubelet_of(video_cfg: Any | None) -> int:
@@ -64,7 +65,17 @@ def read_header(data: bytes, kind: str, image_cfg=None, video_cfg=None, *, key: 
     return read_image_header(data, image_cfg)
 
 
-def materialize(data: bytes, plan: Any, image_cfg=None, video_cfg=None):
+def decode_plan(header: Header, plan: Plan) -> dict[str, Any]:
+    """The decoder's own plan for the frames ``plan`` chose (video: timestamps to seek to and decode,
+    codec facts; :attr:`Plan.decode`); ``{}`` for images, whose plan says all the decoder needs."""
+    if plan.kind != "video":
+        return {}
+    from .video.header import frame_plan
+
+    return frame_plan(header, plan.frame_indices)
+
+
+def materialize(data: bytes, plan: Plan, image_cfg=None, video_cfg=None):
     """Pixels uint8 ``[F, H, W, 3]`` at ``plan.size``; ``F = T * pt`` (``pt`` = 1 without video)."""
     if plan.kind == "video":
         from .video.frames import materialize_video

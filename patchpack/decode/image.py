@@ -33,9 +33,9 @@ from typing import Any, Iterator
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from ..augment.geometric import CropBox, stored_box
+from ..augment.geometric import stored_box
 from ..errors import SampleError
-from .header import Header
+from ..example import Header, Plan
 from .png_bands import decode_png_reduced
 
 __all__ = ["ImageConfig", "read_image_header", "materialize_image", "IMAGE_EXTS", "IMAGE_FORMATS", "RESAMPLE"]
@@ -212,8 +212,8 @@ def read_image_header(data: bytes, cfg: ImageConfig | None = None) -> Header:
         cfg: decode options (bomb limit, orientation handling).
 
     Returns:
-        A :class:`Header` with ``kind="image"``, ``source_size`` after EXIF rotation and
-        ``info`` holding ``format``, ``mode``, ``orientation`` and the stored (unrotated) size.
+        A :class:`Header` with ``kind="image"``, ``source_size`` after EXIF rotation, the stored
+        (unrotated) size, the EXIF ``orientation``, Pillow's ``format`` and ``mode``.
 
     Raises:
         SampleError: ``empty``, ``not-media``, ``corrupt``, ``truncated`` or ``too-large``.
@@ -223,8 +223,8 @@ def read_image_header(data: bytes, cfg: ImageConfig | None = None) -> Header:
     w, h = im.size
     orient = _orientation(im, cfg)
     src = (w, h) if orient >= 5 else (h, w)  # (height, width) as displayed
-    info = {"format": im.format, "mode": im.mode, "orientation": orient, "stored_size": [h, w]}
-    return Header("image", (int(src[0]), int(src[1])), info)
+    return Header("image", (int(src[0]), int(src[1])), stored_size=(int(h), int(w)), orientation=orient,
+                  format=str(im.format or ""), mode=str(im.mode))
 
 
 #: pixels per strip when wide modes are rescaled (bounds the float64 temporaries to ~8 MB)
@@ -309,13 +309,12 @@ def _normalise_mode(im: Image.Image, reduce: int = 1) -> Image.Image:
     return im.convert("RGB")  # CMYK, YCbCr, LAB, HSV, ...
 
 
-def _crop_of(plan: Any, stored: tuple[int, int], orient: int):
-    """``(box in stored pixels (l, t, r, b), stored (w, h), flip)`` of an augmentation crop in
-    ``plan.info["crop"]`` (displayed orientation), or ``None`` for the whole image unflipped."""
-    raw = plan.info.get("crop")
-    if raw is None:
+def _crop_of(plan: Plan, stored: tuple[int, int], orient: int):
+    """``(box in stored pixels (l, t, r, b), stored (w, h), flip)`` of the augmentation crop
+    ``plan.crop`` (displayed orientation), or ``None`` for the whole image unflipped."""
+    box = plan.crop
+    if box is None:
         return None
-    box = CropBox.from_list(raw)
     h, w = (stored[0], stored[1]) if orient >= 5 else (stored[1], stored[0])  # displayed size
     if box.is_identity(h, w):
         return None
@@ -336,8 +335,8 @@ def _scaled_box(box, stored: tuple[int, int], size: tuple[int, int]) -> tuple[fl
             min(box[3] / ky, size[1]))
 
 
-def materialize_image(data: bytes, plan: Any, cfg: ImageConfig | None = None) -> np.ndarray:
-    """Decode ``data`` to uint8 ``[1, H, W, 3]`` with ``(H, W) = plan.size`` (a :class:`patchpack.fit.Plan`).
+def materialize_image(data: bytes, plan: Plan, cfg: ImageConfig | None = None) -> np.ndarray:
+    """Decode ``data`` to uint8 ``[1, H, W, 3]`` with ``(H, W) = plan.size``.
 
     Raises:
         SampleError: ``empty``, ``not-media``, ``corrupt``, ``truncated``, ``too-large``.
@@ -345,7 +344,7 @@ def materialize_image(data: bytes, plan: Any, cfg: ImageConfig | None = None) ->
     cfg = cfg or ImageConfig()
     im = _open(data, cfg)
     out_h, out_w = plan.size
-    orient = int(plan.info.get("orientation", 1)) if cfg.exif_orientation else 1
+    orient = plan.orientation if cfg.exif_orientation else 1
     # target in stored (unrotated) orientation, as PIL (width, height)
     target = (out_h, out_w) if orient >= 5 else (out_w, out_h)
     crop = _crop_of(plan, im.size, orient)

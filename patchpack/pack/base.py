@@ -1,4 +1,4 @@
-"""The packer contract: :class:`Packer` (base class and factory), :class:`Emitted`, the registry."""
+"""The packer contract: :class:`Packer` (the base class), :class:`Emitted`, the packer registry."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any, Callable
 from .buffer import Bin
 from .config import PACKERS, OversizeError, PackConfig, PackedSequence
 
-__all__ = ["Packer", "Emitted", "register_packer", "make_packer", "packer_names"]
+__all__ = ["Packer", "Emitted", "register_packer", "make_packer"]
 
 
 class Emitted(list):
@@ -26,11 +26,12 @@ class Emitted(list):
 class Packer:
     """A streaming packer: :meth:`push` examples, collect emitted sequences, :meth:`flush` at the end.
 
-    ``Packer(config)`` makes the packer registered for ``config.algorithm``. A new algorithm
-    subclasses :class:`Packer`, implements :meth:`_place` (and :meth:`flush` when it holds
-    examples back) and is registered with :func:`register_packer`.
+    :func:`make_packer` makes the packer registered for ``config.algorithm``. A new algorithm
+    subclasses :class:`Packer`, implements the hook :meth:`place` (and :meth:`flush` when it
+    holds examples back) using :attr:`open_bins`, :meth:`emit` and :meth:`is_full`, and is
+    registered with :func:`register_packer`.
 
-    >>> p = Packer(PackConfig(seq_len=8, buffer_size=4))
+    >>> p = make_packer(PackConfig(seq_len=8, buffer_size=4))
     >>> out = [s for n in [5, 3, 4, 4, 8, 1] for s in p.push(n, n)] + p.flush()
     >>> [s.lengths for s in out]
     [[5, 3], [4, 4], [8], [1]]
@@ -42,12 +43,9 @@ class Packer:
         config: the packing policy.
         truncated_tokens: tokens cut by ``oversize="truncate"``.
         held_bytes: bytes of the examples held (0 without ``size_of``).
+        arrivals: examples pushed so far (rejected ones included).
+        open_bins: open (or carried) sequences, oldest first.
     """
-
-    def __new__(cls, config: PackConfig | None = None, *args: Any, **kwargs: Any):
-        if cls is Packer:
-            cls = packer_class((config or PackConfig()).algorithm)
-        return super().__new__(cls)
 
     def __init__(self, config: PackConfig | None = None) -> None:
         self.config = config or PackConfig()
@@ -55,45 +53,40 @@ class Packer:
         self.size_of: Callable[[Any], int] | None = None
         self.held_bytes = 0
         self.truncated_tokens = 0
-        self._arrivals = 0
-        self._open: list[Bin] = []  # open (or carried) sequences, oldest first
+        self.arrivals = 0
+        self.open_bins: list[Bin] = []  # open (or carried) sequences, oldest first
 
     # -- public API -----------------------------------------------------------------
     @property
-    def arrivals(self) -> int:
-        """Examples pushed so far (including rejected ones)."""
-        return self._arrivals
-
-    @property
     def held(self) -> int:
         """Examples currently held (in open sequences, and buffered where the algorithm buffers)."""
-        return sum(len(b.items) for b in self._open)
+        return sum(len(b.items) for b in self.open_bins)
 
     def push(self, handle: Any, length: int) -> Emitted:
         """Add one example of ``length`` tokens; return the sequences this completes (and any rejection)."""
         length = int(length)
-        arrival = self._arrivals
+        arrival = self.arrivals
         if length < 1 or length > self._seq_len:
             packed = self._irregular(handle, length)
             if packed == 0:
-                self._arrivals += 1
+                self.arrivals += 1
                 return Emitted((), [(handle, length)])
             length = packed
-        self._arrivals = arrival + 1
-        return self._place(arrival, length, handle)
+        self.arrivals = arrival + 1
+        return self.place(arrival, length, handle)
 
     def flush(self) -> Emitted:
         """Emit everything held (end of stream)."""
-        out = Emitted(self._emit(b) for b in self._open)
-        self._open = []
+        out = Emitted(self.emit(b) for b in self.open_bins)
+        self.open_bins = []
         return out
 
     def state_dict(self) -> dict:
         """Everything needed to continue exactly (handles are stored as given)."""
         return {
-            "arrivals": self._arrivals,
+            "arrivals": self.arrivals,
             "buffer": [],
-            "open": [(b.free, b.oldest, list(b.items)) for b in self._open],
+            "open": [(b.free, b.oldest, list(b.items)) for b in self.open_bins],
             "truncated_tokens": self.truncated_tokens,
         }
 
@@ -101,17 +94,17 @@ class Packer:
         size_of = self.size_of
         self.__init__(self.config)
         self.size_of = size_of
-        self._arrivals = int(state["arrivals"])
+        self.arrivals = int(state["arrivals"])
         for free, oldest, items in state["open"]:
             b = Bin(int(free), int(oldest))
             b.items = [tuple(x) for x in items]
-            self._open.append(b)
+            self.open_bins.append(b)
             if self.size_of is not None:
                 self.held_bytes += sum(self.size_of(x[2]) for x in b.items)
         self.truncated_tokens = int(state["truncated_tokens"])
 
     # -- for subclasses ---------------------------------------------------------------
-    def _place(self, arrival: int, length: int, handle: Any) -> Emitted:  # pragma: no cover - abstract
+    def place(self, arrival: int, length: int, handle: Any) -> Emitted:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def _irregular(self, handle: Any, length: int) -> int:
@@ -126,41 +119,36 @@ class Packer:
         self.truncated_tokens += length - cfg.seq_len
         return cfg.seq_len
 
-    def _emit(self, b: Bin) -> PackedSequence:
+    def emit(self, b: Bin) -> PackedSequence:
         arrivals, lengths, handles = zip(*b.items)
         if self.size_of is not None:
             self.held_bytes -= sum(self.size_of(h) for h in handles)
-        return PackedSequence(list(handles), list(lengths), list(arrivals), self._arrivals)
+        return PackedSequence(list(handles), list(lengths), list(arrivals), self.arrivals)
 
-    def _full(self, b: Bin) -> bool:
+    def is_full(self, b: Bin) -> bool:
         cap = self.config.max_per_seq
         return b.free == 0 or (cap is not None and len(b.items) >= cap)
 
 
-def register_packer(name: str, cls: type) -> type:
-    """Make ``PackConfig(algorithm=name)`` use ``cls`` (a :class:`Packer` subclass); returns ``cls``."""
+def register_packer(name: str, cls: type | None = None, *, override: bool = False) -> Any:
+    """Make ``PackConfig(algorithm=name)`` use ``cls`` (a :class:`Packer` subclass); returns ``cls``.
+    Without ``cls``, a class decorator.
+
+    Raises:
+        TypeError: ``cls`` is not a :class:`Packer` subclass.
+        RegistryError: ``name`` is taken and ``override`` is false.
+    """
+    if cls is None:
+        return lambda c: register_packer(name, c, override=override)
     if not (isinstance(cls, type) and issubclass(cls, Packer)):
         raise TypeError(f"a packer must subclass patchpack.pack.Packer, got {cls!r}")
-    PACKERS[name] = cls
-    return cls
-
-
-def packer_names() -> list[str]:
-    """Registered algorithm names."""
-    return sorted(PACKERS)
-
-
-def packer_class(name: str) -> type:
-    try:
-        return PACKERS[name]
-    except KeyError:
-        raise ValueError(f"unknown packing algorithm {name!r}; registered: {packer_names()}") from None
+    return PACKERS.register(name, cls, override=override)
 
 
 def make_packer(config: PackConfig | None = None, size_of: Callable[[Any], int] | None = None) -> Packer:
-    """The packer registered for ``config.algorithm`` (same as ``Packer(config)``); ``size_of(handle)``
-    (bytes of one example) lets it keep the held bytes under ``config.buffer_bytes``."""
+    """The packer registered for ``config.algorithm``; ``size_of(handle)`` (bytes of one example)
+    lets it keep the held bytes under ``config.buffer_bytes``."""
     config = config or PackConfig()
-    packer = packer_class(config.algorithm)(config)
+    packer = PACKERS.get(config.algorithm)(config)
     packer.size_of = size_of
     return packer

@@ -22,46 +22,46 @@ __all__ = ["FirstFitPacker", "NextFitPacker", "pack_lengths", "pack_offline"]
 class FirstFitPacker(Packer):
     """Each example goes into the oldest open sequence with room; age-bounded emission."""
 
-    def _place(self, arrival: int, length: int, handle: Any) -> Emitted:
+    def place(self, arrival: int, length: int, handle: Any) -> Emitted:
         cfg = self.config
         out = Emitted()
         target = None
-        for b in self._open:
+        for b in self.open_bins:
             if b.free >= length:
                 target = b
                 break
         if target is None:
             target = Bin(cfg.seq_len, arrival)
-            self._open.append(target)
+            self.open_bins.append(target)
         target.items.append((arrival, length, handle))
         target.free -= length
         keep = []
-        deadline = self._arrivals - cfg.wait_bound
-        for b in self._open:
-            if self._full(b) or b.oldest <= deadline:
-                out.append(self._emit(b))
+        deadline = self.arrivals - cfg.effective_max_wait
+        for b in self.open_bins:
+            if self.is_full(b) or b.oldest <= deadline:
+                out.append(self.emit(b))
             else:
                 keep.append(b)
-        self._open = keep
+        self.open_bins = keep
         return out
 
 
 class NextFitPacker(Packer):
     """One open sequence, emitted when the next example does not fit (or it is full)."""
 
-    def _place(self, arrival: int, length: int, handle: Any) -> Emitted:
+    def place(self, arrival: int, length: int, handle: Any) -> Emitted:
         out = Emitted()
-        if self._open and self._open[0].free < length:
-            out.append(self._emit(self._open.pop()))
-        if self._open:
-            target = self._open[0]
+        if self.open_bins and self.open_bins[0].free < length:
+            out.append(self.emit(self.open_bins.pop()))
+        if self.open_bins:
+            target = self.open_bins[0]
         else:
             target = Bin(self.config.seq_len, arrival)
-            self._open.append(target)
+            self.open_bins.append(target)
         target.items.append((arrival, length, handle))
         target.free -= length
-        if self._full(target):
-            out.append(self._emit(self._open.pop()))
+        if self.is_full(target):
+            out.append(self.emit(self.open_bins.pop()))
         return out
 
 

@@ -43,16 +43,16 @@ class BFDPacker(Packer):
         super().__init__(config)
         self._buffer = Buffer()
         cfg = self.config  # hot-path constants
-        self._limits = (cfg.buffer_size, cfg.wait_bound)
+        self._limits = (cfg.buffer_size, cfg.effective_max_wait)
 
     @property
     def held(self) -> int:
-        return len(self._buffer) + sum(len(b.items) for b in self._open)
+        return len(self._buffer) + sum(len(b.items) for b in self.open_bins)
 
-    def _place(self, arrival: int, length: int, handle: Any) -> Emitted:
+    def place(self, arrival: int, length: int, handle: Any) -> Emitted:
         """Buffer the example; build sequences when the buffer is full (in examples or bytes)
         or its oldest example reached the wait bound."""
-        buffer_size, wait_bound = self._limits
+        buffer_size, effective_max_wait = self._limits
         buf = self._buffer
         buf.add(arrival, length, handle)
         full = len(buf.items) >= buffer_size
@@ -60,7 +60,7 @@ class BFDPacker(Packer):
             self.held_bytes += self.size_of(handle)
             full = full or self._over_bytes()
         # order[0] is never younger than the oldest live example: test it before pruning
-        deadline = arrival - wait_bound
+        deadline = arrival - effective_max_wait
         if full or (buf.order[0] <= deadline and buf.oldest() <= deadline):
             return self._build()
         return Emitted()
@@ -68,12 +68,12 @@ class BFDPacker(Packer):
     def flush(self) -> Emitted:
         """Emit everything held (end of stream)."""
         out = Emitted()
-        for b in self._open:
+        for b in self.open_bins:
             self._fill(b)
-        out += [self._emit(b) for b in self._open]
-        self._open = []
+        out += [self.emit(b) for b in self.open_bins]
+        self.open_bins = []
         while len(self._buffer):  # nothing waits any more: longest first, as offline
-            out.append(self._emit(self._seed_and_fill(longest=True)))
+            out.append(self.emit(self._seed_and_fill(longest=True)))
         return out
 
     def state_dict(self) -> dict:
@@ -186,28 +186,28 @@ class BFDPacker(Packer):
     def _build(self) -> Emitted:
         cfg = self.config
         out = Emitted()
-        if self._open:  # top up carried sequences first, oldest first
-            deadline = self._arrivals - 1 - cfg.wait_bound
+        if self.open_bins:  # top up carried sequences first, oldest first
+            deadline = self.arrivals - 1 - cfg.effective_max_wait
             keep = []
-            for b in self._open:
+            for b in self.open_bins:
                 self._fill(b)
-                if self._full(b) or b.oldest <= deadline:
-                    out.append(self._emit(b))
+                if self.is_full(b) or b.oldest <= deadline:
+                    out.append(self.emit(b))
                 else:
                     keep.append(b)
-            self._open = keep
+            self.open_bins = keep
         buf = self._buffer
-        deadline = self._arrivals - 1 - cfg.wait_bound
+        deadline = self.arrivals - 1 - cfg.effective_max_wait
         items = buf.items
         while items and (len(items) >= cfg.buffer_size or self._over_bytes()
                          or (buf.order[0] <= deadline and buf.oldest() <= deadline)):
             b = self._seed_and_fill()
-            if not cfg.max_open or self._full(b):
-                out.append(self._emit(b))
+            if not cfg.max_open or self.is_full(b):
+                out.append(self.emit(b))
                 continue
-            self._open.append(b)
-            if len(self._open) > cfg.max_open:
-                out.append(self._emit(self._open.pop(0)))
+            self.open_bins.append(b)
+            if len(self.open_bins) > cfg.max_open:
+                out.append(self.emit(self.open_bins.pop(0)))
         return out
 
 

@@ -5,14 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from ..registry import Registry
+
 __all__ = ["PackConfig", "PackedSequence", "OversizeError", "ALGORITHMS", "PACKERS", "OVERSIZE_POLICIES"]
 
-#: The built-in packing algorithms (see :func:`patchpack.pack.packer_names` for all registered ones).
+#: The built-in packing algorithms (``PACKERS.names()`` lists every registered one).
 ALGORITHMS = ("bfd", "first-fit", "next-fit")
 OVERSIZE_POLICIES = ("skip", "truncate", "raise")
 
 #: algorithm name -> packer class; filled by :func:`patchpack.pack.register_packer`.
-PACKERS: dict[str, type] = {}
+PACKERS: Registry[type] = Registry("packer", hint="patchpack.register_packer")
 
 
 class OversizeError(ValueError):
@@ -61,14 +63,13 @@ class PackConfig:
             raise ValueError("max_wait must be at least buffer_size")
         if self.max_open < 0:
             raise ValueError("max_open must be >= 0")
-        if PACKERS and self.algorithm not in PACKERS:
-            raise ValueError(f"unknown packing algorithm {self.algorithm!r}; expected one of {sorted(PACKERS)} "
-                             "(register new ones with patchpack.pack.register_packer)")
+        if self.algorithm not in PACKERS:
+            raise ValueError(PACKERS.unknown(self.algorithm))
         if self.oversize not in OVERSIZE_POLICIES:
             raise ValueError("oversize must be 'skip', 'truncate' or 'raise'")
 
     @property
-    def wait_bound(self) -> int:
+    def effective_max_wait(self) -> int:
         return self.max_wait if self.max_wait is not None else 2 * self.buffer_size
 
 

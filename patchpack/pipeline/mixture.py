@@ -164,11 +164,11 @@ class MixtureStream(ConsumerStream):
         """Source ``k``'s records from its position on, keeping ``self.pos[k]`` current."""
         cfg, pos = self.cfg, self.pos[k]
         urls = self.mixture.urls_by_source[k]
-        options = self.mixture.configs[k].source_options  # the source's own member cap and verify
+        options = self.mixture.configs[k].read_options  # the source's own member cap and verify
         if self.mixture.resampled[k]:
             while True:
                 task = resampled_task(urls, self.consumer, pos[0], seed=cfg.seed + 7919 * (k + 1))
-                for rec in read_task(task, pos[1], **options):
+                for rec in read_task(task, pos[1], options=options):
                     if isinstance(rec, Sample):
                         pos[1] = rec.index + 1
                     yield pos[0], rec
@@ -179,7 +179,7 @@ class MixtureStream(ConsumerStream):
             tasks = [(t, 0) for t in plan_shards(urls, self.consumer, self.num_consumers, seed=cfg.seed,
                                                  epoch=self.epoch, shuffle=cfg.shuffle_shards)]
         while pos[0] < len(tasks):
-            for rec in read_task(tasks[pos[0]][0], pos[1], **options):
+            for rec in read_task(tasks[pos[0]][0], pos[1], options=options):
                 if isinstance(rec, Sample):
                     pos[1] = rec.index + 1
                 yield self.epoch, rec

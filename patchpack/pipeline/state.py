@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..fit import Plan
+from ..example import Plan
 
 __all__ = ["Held", "to_refs", "collect_refs", "from_refs"]
 
@@ -36,17 +36,16 @@ class Held:
         return self._wrapped
 
     def _make_ref(self) -> dict:
-        p = self.plan  # stored under "probe", the state format's name for the plan
+        p = self.plan
         return {
             "key": self.key, "shard": self.shard, "index": self.index, "epoch": self.epoch,
             "member": self.member, "kind": self.kind, "keep": self.keep, "label": self.label,
-            "probe": [p.kind, list(p.source_size), list(p.size), list(p.grid), list(p.frame_indices), p.info],
+            "plan": p.to_json(),
         }
 
     @classmethod
     def from_ref(cls, ref: dict, data: bytes) -> "Held":
-        kind, src, size, grid, frames, info = ref["probe"]
-        plan = Plan(kind, tuple(src), tuple(size), tuple(grid), list(frames), dict(info))
+        plan = Plan.from_json(ref["plan"])
         return cls(ref["key"], ref["shard"], ref["index"], ref["epoch"], ref["member"], ref["kind"], data,
                    plan, ref["keep"], ref["label"])
 

@@ -21,7 +21,7 @@ from ..sources import Sample, StoredSample, sample_label
 from ..sources.labels import LABEL_MAX
 from ..tokenize import tubeletize
 
-__all__ = ["probe_sample", "plan_cropped", "sample_tokens", "stored_plan"]
+__all__ = ["probe_sample", "plan_media", "plan_cropped", "sample_tokens", "stored_plan"]
 
 
 def probe_sample(sample: Sample, fit, image, video, label_field: str, rng, augment: AugmentConfig | None = None,
@@ -42,20 +42,33 @@ def probe_sample(sample: Sample, fit, image, video, label_field: str, rng, augme
                           stage="source")
     member, kind = found
     label = sample_label(sample, label_field)
-    header = decode.read_header(sample.members[member], kind, image, video)
+    header = decode.read_header(sample.members[member], kind, image, video, key=sample.key)
     if augment is not None and augment.geometric:
         return member, plan_cropped(header, fit, video, rng, augment, augment_rng), label
-    return member, plan_example(header, fit, video, rng), label
+    plan = plan_example(header, fit, video, rng)
+    plan.decode = decode.decode_plan(header, plan)
+    return member, plan, label
+
+
+def plan_media(data: bytes, kind: str, fit, image=None, video=None, rng: np.random.Generator | None = None, *,
+               key: str = "") -> Plan:
+    """One payload's plan: its header (:func:`patchpack.decode.read_header`), fitted
+    (:func:`patchpack.fit.plan_example`), with the decoder's plan for a video's frames."""
+    header = decode.read_header(data, kind, image, video, key=key)
+    plan = plan_example(header, fit, video, rng)
+    plan.decode = decode.decode_plan(header, plan)
+    return plan
 
 
 def plan_cropped(header, fit, video, rng, augment: AugmentConfig, augment_rng: np.random.Generator) -> Plan:
     """Draw the crop box and flip from the header size, then fit the crop: the plan's token
     count is exact before decoding. ``plan.source_size`` stays the full source size;
-    ``plan.info["crop"]`` holds ``[top, left, height, width, flip]`` for the decoder."""
+    ``plan.crop`` holds the box for the decoder."""
     box = draw_crop(*header.source_size, augment, augment_rng)
     plan = plan_example(replace(header, source_size=box.size), fit, video, rng)
     plan.source_size = tuple(int(v) for v in header.source_size)
-    plan.info = {**plan.info, "crop": box.to_list()}
+    plan.crop = box
+    plan.decode = decode.decode_plan(header, plan)
     return plan
 
 
@@ -113,4 +126,4 @@ def stored_plan(sample: StoredSample, fit_cfg, tubelet: int, rng: np.random.Gene
     replay_fit_draw(kind, src, fit_cfg, rng)
     t, h, w = (int(g) for g in tok.grid)
     p = sample.patch_size
-    return Plan(kind, src, (h * p, w * p), (t, h, w), [], {"stored": True})
+    return Plan(kind, src, (h * p, w * p), (t, h, w), stored=True)

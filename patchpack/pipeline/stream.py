@@ -129,7 +129,7 @@ class ConsumerStream:
         wanted: dict[str, set[int]] = defaultdict(set)
         for r in refs:
             wanted[r["shard"]].add(int(r["index"]))
-        fetched = {url: fetch_samples(url, idx, **self.cfg.source_options) for url, idx in wanted.items()}
+        fetched = {url: fetch_samples(url, idx, options=self.cfg.read_options) for url, idx in wanted.items()}
 
         def item(ref: dict) -> Held:
             sample = fetched[ref["shard"]][int(ref["index"])]
@@ -303,7 +303,7 @@ class ConsumerStream:
         if cfg.resampled:
             while True:
                 task = resampled_task(self.urls, self.consumer, self.task, seed=cfg.seed)
-                for rec in _guarded(read_task(task, self.next, **cfg.source_options), task.url):
+                for rec in _guarded(read_task(task, self.next, options=cfg.read_options), task.url):
                     if isinstance(rec, Sample):
                         self.next = rec.index + 1
                     yield self.task, rec
@@ -315,7 +315,7 @@ class ConsumerStream:
                                                  epoch=self.epoch, shuffle=cfg.shuffle_shards)]
         while self.task < len(tasks):
             task = tasks[self.task][0]
-            for rec in _guarded(read_task(task, self.next, **cfg.source_options), task.url):
+            for rec in _guarded(read_task(task, self.next, options=cfg.read_options), task.url):
                 if isinstance(rec, Sample):
                     self.next = rec.index + 1
                 yield self.epoch, rec

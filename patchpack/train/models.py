@@ -9,41 +9,48 @@ a :class:`~patchpack.loader.batch.PackedBatch` and returns per-slot logits ``[B,
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ["register_model", "build_model", "model_config", "model_names", "model_loss"]
+from ..registry import Registry
+
+__all__ = ["MODELS", "ModelEntry", "register_model", "build_model", "model_config", "model_loss"]
 
 
-@dataclass(frozen=True)
-class _Entry:
-    name: str
+class ModelEntry(NamedTuple):
+    """A registered model: its config class and how to build it from a config."""
+
     config_cls: type
     build: Callable[[Any], torch.nn.Module]
 
 
-_MODELS: dict[str, _Entry] = {}
+def _build_method(cfg: Any) -> torch.nn.Module:
+    return cfg.build()
 
 
-def register_model(name: str, config_cls: type, build: Callable[[Any], torch.nn.Module] | None = None) -> None:
+#: name -> :class:`ModelEntry`.
+MODELS: Registry[ModelEntry] = Registry("model", hint="patchpack.train.register_model")
+
+
+def register_model(name: str, config_cls: type, build: Callable[[Any], torch.nn.Module] | None = None, *,
+                   override: bool = False) -> None:
     """Register a model: ``config_cls`` instances are built with ``build`` (default: the config's
-    ``build()`` method). ``config_cls.from_dict`` (when present) reads configs back from checkpoints."""
-    _MODELS[name] = _Entry(name, config_cls, build or (lambda cfg: cfg.build()))
+    ``build()`` method). ``config_cls.from_dict`` (when present) reads configs back from checkpoints.
+
+    Raises:
+        RegistryError: ``name`` is taken and ``override`` is false.
+    """
+    MODELS.register(name, ModelEntry(config_cls, build or _build_method), override=override)
 
 
-def model_names() -> list[str]:
-    return sorted(_MODELS)
-
-
-def _entry_for(config: Any) -> _Entry:
-    for e in _MODELS.values():
-        if isinstance(config, e.config_cls):
-            return e
-    raise TypeError(f"no registered model takes a {type(config).__name__}; registered: {model_names()} "
-                    "(add one with patchpack.train.models.register_model)")
+def _entry_for(config: Any) -> ModelEntry:
+    found = MODELS.find(lambda e: isinstance(config, e.config_cls))
+    if found is None:
+        raise TypeError(f"no registered model takes a {type(config).__name__}; registered: "
+                        f"{', '.join(MODELS.names())} (add one with patchpack.train.register_model)")
+    return found[1]
 
 
 def build_model(config: Any) -> torch.nn.Module:
@@ -53,9 +60,7 @@ def build_model(config: Any) -> torch.nn.Module:
 
 def model_config(name: str, data: dict) -> Any:
     """The config of registered model ``name`` from its dict form."""
-    if name not in _MODELS:
-        raise ValueError(f"unknown model {name!r}; registered: {model_names()}")
-    cls = _MODELS[name].config_cls
+    cls = MODELS.get(name).config_cls
     return cls.from_dict(data) if hasattr(cls, "from_dict") else cls(**data)
 
 

@@ -66,7 +66,7 @@ def test_crop_and_flip_read_back_on_a_block_pattern(fmt, orientation):
     for seed in range(6):
         aug = AugmentConfig(scale=(0.2, 0.9), hflip=0.5)
         plan = plan_cropped(header, fit, None, np.random.default_rng(seed), aug, np.random.default_rng(seed))
-        box = CropBox.from_list(plan.info["crop"])
+        box = plan.crop
         out = decode.materialize(data, plan)[0]
         assert out.shape == (*plan.size, 3)
         checked, wrong = read_back(out, box, rows, cols)
@@ -91,7 +91,7 @@ def test_header_time_token_count_equals_the_decoded_count(h, w, fmt, orientation
     aug = AugmentConfig(crop=crop, scale=(scale_lo, 1.0), ratio_relative=relative, hflip=hflip)
     fit = FitConfig(patch_size=patch, max_patches=budget, mode=mode, side_min=8, side_max=200)
     plan = plan_cropped(_header(data), fit, None, np.random.default_rng(seed), aug, np.random.default_rng(seed + 1))
-    box = CropBox.from_list(plan.info["crop"])
+    box = plan.crop
     assert 0 <= box.top <= h - box.height and 0 <= box.left <= w - box.width  # displayed size is (h, w)
     patches, positions = sample_tokens(data, plan, None, None, patch, 1, aug, np.random.default_rng(seed))
     assert len(patches) == plan.tokens == len(positions)
@@ -112,7 +112,7 @@ def test_video_gets_one_crop_for_all_frames_and_keeps_its_frames():
         clip = decode.materialize(data, plan, None, vcfg)
         assert clip.shape == (len(plan.frame_indices), *plan.size, 3)
         assert plan.tokens == len(sample_tokens(data, plan, None, vcfg, 8, 2)[0])
-        box = CropBox.from_list(plan.info["crop"])
+        box = plan.crop
         # every frame is cut with the same box: each equals that box of the full-size frame, resized
         assert plan.frame_indices == whole.frame_indices  # the crop does not change which frames
         for f in range(len(clip)):
@@ -192,5 +192,5 @@ def test_jpeg_draft_applies_to_the_crop(monkeypatch):
 
     exact = decode.materialize(data, plan, ImageConfig(draft=False))[0]
     assert np.abs(out.astype(int) - exact).mean() < 3
-    checked, wrong = read_back(out, CropBox.from_list(plan.info["crop"]), 16, 24)
+    checked, wrong = read_back(out, plan.crop, 16, 24)
     assert checked > 10 and wrong == 0

@@ -11,8 +11,7 @@ from PIL.JpegImagePlugin import JpegImageFile
 from media import BROKEN, encode, encode_oriented, image_bytes, pattern
 from patchpack import decode
 from patchpack.decode.image import ImageConfig, materialize_image
-from patchpack.fit import probe as fit_probe
-from patchpack.fit import probe_image
+from patchpack.pipeline.steps import plan_media
 from patchpack.errors import SampleError
 from patchpack.fit import FitConfig
 
@@ -20,7 +19,7 @@ NATIVE = FitConfig(patch_size=8, max_patches=None)
 
 
 def decode_native(data: bytes, cfg: ImageConfig | None = None) -> np.ndarray:
-    probe = probe_image(data, NATIVE, cfg)
+    probe = plan_media(data, "image", NATIVE, cfg)
     out = materialize_image(data, probe, cfg)
     assert out.dtype == np.uint8 and out.shape == (1, *probe.size, 3)
     return out[0]
@@ -31,9 +30,9 @@ def decode_native(data: bytes, cfg: ImageConfig | None = None) -> np.ndarray:
 def test_exif_orientation_gives_the_displayed_image(fmt, orientation):
     shown = pattern(48, 80, seed=orientation)  # landscape; 5..8 are stored as portrait
     data = encode_oriented(shown, orientation, fmt)
-    probe = probe_image(data, NATIVE)
+    probe = plan_media(data, "image", NATIVE)
     assert probe.source_size == (48, 80)
-    assert probe.info["orientation"] == orientation
+    assert probe.orientation == orientation
     out = decode_native(data)
     err = np.abs(out.astype(int) - shown).mean()
     assert err < (0.01 if fmt != "JPEG" else 3.0)
@@ -44,7 +43,7 @@ def test_exif_orientation_gives_the_displayed_image(fmt, orientation):
 def test_orientation_can_be_ignored():
     shown = pattern(40, 64)
     data = encode_oriented(shown, 6, "PNG")
-    probe = probe_image(data, NATIVE, ImageConfig(exif_orientation=False))
+    probe = plan_media(data, "image", NATIVE, ImageConfig(exif_orientation=False))
     assert probe.source_size == (64, 40)  # stored, portrait
 
 
@@ -117,16 +116,16 @@ def test_animated_images_give_the_first_frame(fmt):
 def test_decompression_bomb_limit_refuses_before_decoding():
     data = image_bytes(300, 400, "PNG")
     with pytest.raises(SampleError) as e:
-        probe_image(data, NATIVE, ImageConfig(max_pixels=300 * 400 - 1))
+        plan_media(data, "image", NATIVE, ImageConfig(max_pixels=300 * 400 - 1))
     assert e.value.kind == "too-large"
-    probe_image(data, NATIVE, ImageConfig(max_pixels=300 * 400))  # at the limit: fine
+    plan_media(data, "image", NATIVE, ImageConfig(max_pixels=300 * 400))  # at the limit: fine
 
 
 def test_limit_above_pillows_default_is_honoured():
     # a header claiming more than Pillow's own bomb limit, but under ours
     big = Image.new("1", (20000, 20000))
     data = encode(big, "PNG")
-    probe = probe_image(data, FitConfig(patch_size=16, max_patches=4), ImageConfig(max_pixels=500_000_000))
+    probe = plan_media(data, "image", FitConfig(patch_size=16, max_patches=4), ImageConfig(max_pixels=500_000_000))
     assert probe.source_size == (20000, 20000)
     assert Image.MAX_IMAGE_PIXELS is not None  # global left as it was
 
@@ -135,7 +134,7 @@ def test_limit_above_pillows_default_is_honoured():
 def test_broken_payloads_raise_typed_errors(name):
     _, data, kind = BROKEN[name]
     with pytest.raises(SampleError) as e:
-        probe = probe_image(data, NATIVE)
+        probe = plan_media(data, "image", NATIVE)
         materialize_image(data, probe)
     assert e.value.kind == kind
 
@@ -144,7 +143,7 @@ def test_draft_decodes_jpeg_at_reduced_scale(monkeypatch):
     photo = pattern(1024, 1536, seed=5)
     data = encode(photo, "JPEG", quality=90)
     fit_cfg = FitConfig(patch_size=16, max_patches=64)
-    probe = probe_image(data, fit_cfg)
+    probe = plan_media(data, "image", fit_cfg)
     scales = []
     real = JpegImageFile.draft
 
@@ -169,7 +168,7 @@ def test_draft_decodes_jpeg_at_reduced_scale(monkeypatch):
 def test_output_is_exactly_the_fitted_size(h, w, p, budget, fmt):
     data = image_bytes(h, w, fmt, seed=h * w)
     cfg = FitConfig(patch_size=p, max_patches=budget, allow_upsample=True)
-    probe = probe_image(data, cfg)
+    probe = plan_media(data, "image", cfg)
     fh, fw = probe.size
     assert fh % p == 0 and fw % p == 0 and probe.grid == (1, fh // p, fw // p)
     if budget is not None:
@@ -180,9 +179,9 @@ def test_output_is_exactly_the_fitted_size(h, w, p, budget, fmt):
 def test_sampled_fit_is_deterministic_for_a_generator_seed():
     data = image_bytes(200, 300, "PNG")
     cfg = FitConfig(patch_size=8, max_patches=None, mode="side-uniform", side_min=16, side_max=200)
-    a = probe_image(data, cfg, rng=np.random.default_rng(1)).size
-    b = probe_image(data, cfg, rng=np.random.default_rng(1)).size
-    sizes = {probe_image(data, cfg, rng=np.random.default_rng(s)).size for s in range(8)}
+    a = plan_media(data, "image", cfg, rng=np.random.default_rng(1)).size
+    b = plan_media(data, "image", cfg, rng=np.random.default_rng(1)).size
+    sizes = {plan_media(data, "image", cfg, rng=np.random.default_rng(s)).size for s in range(8)}
     assert a == b and len(sizes) > 1
 
 
@@ -192,11 +191,11 @@ def test_dispatch_picks_the_image_member_and_repeats_it_per_tubelet():
     assert decode.media_member(members) == ("seg.png", "image")
     assert decode.media_member({"txt": b"x"}) is None
     video = SimpleNamespace(tubelet=2)
-    probe = fit_probe(data, "image", NATIVE)
+    probe = plan_media(data, "image", NATIVE)
     assert probe.grid == (1, 4, 6)
     frames = decode.materialize(data, probe, None, video)
     assert frames.shape == (2, 32, 48, 3) and np.array_equal(frames[0], frames[1])
     assert decode.materialize(data, probe).shape == (1, 32, 48, 3)
     with pytest.raises(SampleError) as e:
-        fit_probe(b"\x00\x00\x00\x18ftypmp42", "video", NATIVE)
+        plan_media(b"\x00\x00\x00\x18ftypmp42", "video", NATIVE)
     assert e.value.kind == "unsupported"

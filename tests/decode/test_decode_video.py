@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from patchpack.decode.video import VIDEO_EXTS, VideoConfig, image_clip, materialize_video
-from patchpack.fit import probe_video
+from patchpack.pipeline.steps import plan_media
 from patchpack.errors import ERROR_KINDS, SampleError
 from patchpack.fit import FitConfig
 from patchpack.fit.frames import sample_frames
@@ -45,7 +45,7 @@ def clips():
 
 
 def decode(data, cfg, fit=FIT, rng=None, stats=None):
-    probe = probe_video(data, fit, cfg, rng, key="k")
+    probe = plan_media(data, "video", fit, None, cfg, rng, key="k")
     return probe, materialize_video(data, probe, cfg, key="k", stats=stats)
 
 
@@ -70,7 +70,7 @@ def test_right_frames_from_every_codec_and_container(clips, name):
         assert len(probe.frame_indices) == t * cfg.tubelet
         assert max(probe.frame_indices) < n
         assert read_indices(clip) == probe.frame_indices
-        assert probe.info["num_frames"] == n
+        assert probe.decode["num_frames"] == n
         h, w = CLIPS[name].get("height", 64), CLIPS[name].get("width", 96)
         assert probe.source_size == (h, w)
 
@@ -92,7 +92,7 @@ def test_variable_frame_rate_is_sampled_by_time(fmt):
     data = encode_video(len(pts_ms), fmt=fmt, codec=codec, pts_ms=pts_ms)
     cfg = VideoConfig(frames=8, fps=5, clip="start", tubelet=1)
     probe, clip = decode(data, cfg)
-    assert probe.info["vfr"] is True
+    assert probe.decode["vfr"] is True
     assert probe.frame_indices == [0, 2, 4, 4, 4, 5, 7, 7]  # the frame on screen at 0, .2, ... 1.4 s
     assert read_indices(clip) == probe.frame_indices
 
@@ -132,7 +132,7 @@ def test_metadata_index_matches_the_packet_index(clips, name):
     for cfg in (VideoConfig(frames=5, tubelet=1), VideoConfig(frames=6, fps=8, tubelet=1, clip="start")):
         exact, a = decode(clips[name], cfg)
         fast, b = decode(clips[name], VideoConfig(**{**cfg.__dict__, "index": "metadata"}))
-        assert fast.info["index"] == "metadata"
+        assert fast.decode["index"] == "metadata"
         assert fast.frame_indices == exact.frame_indices
         assert read_indices(b) == read_indices(a) == exact.frame_indices
 
@@ -232,7 +232,7 @@ def test_bad_input_gives_a_typed_record_with_the_key(bad, case):
     data, kind = bad[case]
     cfg = VideoConfig(frames=8, tubelet=2)
     with pytest.raises(SampleError) as err:
-        probe = probe_video(data, FIT, cfg, key=f"sample-{case}")
+        probe = plan_media(data, "video", FIT, None, cfg, key=f"sample-{case}")
         materialize_video(data, probe, cfg, key=f"sample-{case}")
     assert err.value.kind == kind
     assert kind in ERROR_KINDS
@@ -242,7 +242,7 @@ def test_bad_input_gives_a_typed_record_with_the_key(bad, case):
 
 def test_decompression_bomb_guard(clips):
     with pytest.raises(SampleError) as err:
-        probe_video(clips["mp4-h264"], FIT, VideoConfig(max_source_pixels=1000), key="big")
+        plan_media(clips["mp4-h264"], "video", FIT, None, VideoConfig(max_source_pixels=1000), key="big")
     assert err.value.kind == "too-large"
 
 

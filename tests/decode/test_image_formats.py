@@ -48,6 +48,6 @@ def test_a_format_outside_the_list_is_not_media_unless_asked_for():
         read_header(data, "image")
     assert e.value.kind == "not-media"
     header = read_header(data, "image", image_cfg=ImageConfig(formats=IMAGE_FORMATS + ("PCX",)))
-    assert header.info["format"] == "PCX" and tuple(header.source_size) == (16, 16)
+    assert header.format == "PCX" and tuple(header.source_size) == (16, 16)
     with pytest.raises(ValueError, match="unknown: \\['NOPE'\\]"):
         ImageConfig(formats=("NOPE",))

@@ -4,13 +4,14 @@ import numpy as np
 import pytest
 
 from patchpack.decode.video import VideoConfig, materialize_video
-from patchpack.fit import FitConfig, probe_video
+from patchpack.fit import FitConfig
+from patchpack.pipeline.steps import plan_media
 
 from videos import encode_video, read_indices
 
 
 def decode(data, cfg, stats=None):
-    plan = probe_video(data, FitConfig(patch_size=16, max_patches=None), cfg, key="k")
+    plan = plan_media(data, "video", FitConfig(patch_size=16, max_patches=None), None, cfg, key="k")
     return plan, materialize_video(data, plan, cfg, key="k", stats=stats)
 
 
@@ -37,10 +38,10 @@ FED = {  # codecs decoded by feeding the planned packets straight from the bytes
 def test_fed_packets_give_the_frames_the_container_gives(name, frames):
     data = encode_video(**FED[name])
     cfg = VideoConfig(frames=frames, tubelet=1, clip="centre")
-    plan = probe_video(data, FitConfig(patch_size=16, max_patches=64), cfg, key="k")
-    assert "feed" in plan.info  # found verbatim in the bytes: no demuxer at decode time
+    plan = plan_media(data, "video", FitConfig(patch_size=16, max_patches=64), None, cfg, key="k")
+    assert "feed" in plan.decode  # found verbatim in the bytes: no demuxer at decode time
     fed = materialize_video(data, plan, cfg, key="k")
-    plan.info = {k: v for k, v in plan.info.items() if k != "feed"}
+    plan.decode = {k: v for k, v in plan.decode.items() if k != "feed"}
     assert np.array_equal(fed, materialize_video(data, plan, cfg, key="k"))  # bit for bit
     assert read_indices(fed) == plan.frame_indices
 
@@ -48,4 +49,4 @@ def test_fed_packets_give_the_frames_the_container_gives(name, frames):
 def test_codecs_that_need_the_container_are_not_fed():
     for kw in (dict(num_frames=9, fmt="avi", codec="mpeg4"), dict(num_frames=9, fmt="mpegts")):
         plan, clip = decode(encode_video(**kw), VideoConfig(frames=4, tubelet=1))
-        assert "feed" not in plan.info and read_indices(clip) == plan.frame_indices
+        assert "feed" not in plan.decode and read_indices(clip) == plan.frame_indices

@@ -7,7 +7,8 @@ from hypothesis import strategies as st
 
 from patchpack.decode.video import VideoConfig, materialize_video
 from patchpack.decode.video.orientation import IDENTITY, display_transform, orient, rotation_degrees, transposes
-from patchpack.fit import FitConfig, probe_video
+from patchpack.fit import FitConfig
+from patchpack.pipeline.steps import plan_media
 
 from videos import encode_video, frame_pattern, read_indices
 
@@ -23,7 +24,7 @@ CONTAINERS = {
 
 
 def decode(data, cfg, fit=NATIVE, stats=None):
-    plan = probe_video(data, fit, cfg, key="k")
+    plan = plan_media(data, "video", fit, None, cfg, key="k")
     return plan, materialize_video(data, plan, cfg, key="k", stats=stats)
 
 
@@ -34,7 +35,7 @@ def test_display_rotation_gives_the_displayed_frames(name, rotation, hflip):
     plan, clip = decode(data, VideoConfig(frames=6, tubelet=2))
     assert plan.source_size == (H, W)  # as displayed, whatever is stored
     assert clip.shape == (6, H, W, 3)
-    assert plan.info["rotation"] == rotation % 360 and plan.info["mirrored"] == hflip
+    assert plan.decode["rotation"] == rotation % 360 and plan.decode["mirrored"] == hflip
     assert read_indices(clip) == plan.frame_indices
     for frame, i in zip(clip, plan.frame_indices):  # upright and not mirrored, pixel for pixel
         assert np.abs(frame.astype(int) - frame_pattern(i, H, W)).mean() < 25
@@ -52,7 +53,7 @@ def test_a_clip_without_a_display_matrix_is_used_as_stored():
     data = encode_video(5, H, W)
     assert display_transform(data) == IDENTITY
     plan, clip = decode(data, VideoConfig(frames=4, tubelet=1))
-    assert "rotation" not in plan.info and plan.source_size == (H, W)
+    assert "rotation" not in plan.decode and plan.source_size == (H, W)
     assert read_indices(clip) == plan.frame_indices
 
 

@@ -14,7 +14,7 @@ from media import BROKEN, image_bytes, keys_of, make_samples, truncate_file, wri
 from patchpack import LoaderConfig, make_loader
 from patchpack.loader.batch import PackedBatch
 from patchpack.decode.image import materialize_image
-from patchpack.fit import probe_image
+from patchpack.pipeline.steps import plan_media
 from patchpack.drop import DropConfig
 from patchpack.errors import SampleError
 from patchpack.fit import FitConfig
@@ -89,7 +89,7 @@ def test_pixels_round_trip_to_the_decoded_image(tmp_path):
     (url,) = write_shards(tmp_path, [{"__key__": "one", "png": data, "cls": b"3"}], per_shard=10)
     (b,) = list(make_loader(url, **SMALL))
     fit = FitConfig(patch_size=8, max_patches=48)
-    expect = materialize_image(data, probe_image(data, fit))[0]
+    expect = materialize_image(data, plan_media(data, "image", fit))[0]
     seg = b.segment_ids[0]
     img = unpatchify(b.patches[0][seg == 1].numpy(), b.positions[0][seg == 1].numpy(),
                      tuple(b.grids[0, 0].tolist()), 8)
@@ -329,7 +329,7 @@ def test_patchpack_shards_give_the_same_batches_as_the_images(tmp_path):
     with ShardWriter(arrow, patch_size=8) as w:
         for s in samples:
             data = next(v for k, v in s.items() if k in ("png", "jpg", "webp"))
-            probe = probe_image(data, fit)
+            probe = plan_media(data, "image", fit)
             patches, pos = patchify(materialize_image(data, probe)[0], 8)
             w.write(Tokens(s["__key__"], patches, pos, probe.grid, int(s["cls"]),
                            {"source_size": list(probe.source_size), "kind": "image"}))

@@ -8,7 +8,7 @@ import webdataset as wds
 from PIL import Image
 
 from patchpack.decode.video import VideoConfig
-from patchpack.fit import probe_video
+from patchpack.pipeline.steps import plan_media
 from patchpack.fit import FitConfig
 from patchpack.loader import LoaderConfig, example_rng, make_loader
 from patchpack.pack import PackConfig
@@ -106,7 +106,7 @@ def test_mixed_batches_hold_images_and_videos_with_the_right_layout(mixed):
                     assert read_index(clip[0]) == IMAGE_BASE + int(key[1:])
                 else:
                     # the loader's per-example generator gives the same probe as a direct call
-                    probe = probe_video(data[key], FIT, VIDEO, example_rng(cfg.seed, 0, key, 0))
+                    probe = plan_media(data[key], "video", FIT, None, VIDEO, example_rng(cfg.seed, 0, key, 0))
                     assert (t, gh, gw) == tuple(probe.grid)
                     assert t * gh * gw <= VIDEO.max_tokens
                     assert [read_index(f) for f in clip] == probe.frame_indices

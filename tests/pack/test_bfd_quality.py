@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from patchpack.fit.image import FitConfig, fit_grid
-from patchpack.pack import PackConfig, Packer, pack_offline
+from patchpack.pack import PackConfig, make_packer, pack_offline
 
 
 def _padding(seqs, lengths, seq_len):
@@ -17,7 +17,7 @@ def _padding(seqs, lengths, seq_len):
 
 
 def _stream(lengths, cfg):
-    p = Packer(cfg)
+    p = make_packer(cfg)
     out = [s for i, n in enumerate(lengths) for s in p.push(i, n)] + list(p.flush())
     assert sorted(h for s in out for h in s.handles) == list(range(len(lengths)))
     return out

@@ -5,14 +5,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from patchpack.pack import ALGORITHMS, OversizeError, PackConfig, Packer, pack_lengths, pack_offline
+from patchpack.pack import ALGORITHMS, OversizeError, PackConfig, make_packer, pack_lengths, pack_offline
 
 lengths_st = st.lists(st.integers(1, 80), min_size=0, max_size=300)
 
 
 def run(cfg, lengths):
     """Push every length; returns the packer, the emitted sequences and the rejected ``(handle, length)``."""
-    p = Packer(cfg)
+    p = make_packer(cfg)
     out, rejected = [], []
     for i, n in enumerate(lengths):
         emitted = p.push(i, n)
@@ -52,12 +52,12 @@ def test_every_example_packed_once_or_rejected(lengths, seq_len, emax, buffer, a
 @given(lengths=lengths_st, buffer=st.integers(1, 30), algorithm=st.sampled_from(("bfd", "first-fit")))
 def test_age_bound(lengths, buffer, algorithm):
     cfg = PackConfig(seq_len=100, buffer_size=buffer, max_wait=2 * buffer, algorithm=algorithm)
-    p = Packer(cfg)
+    p = make_packer(cfg)
     for i, n in enumerate(lengths):
         for s in p.push(i, n):
             for a in s.arrivals:
-                assert s.emitted_at - 1 - a <= cfg.wait_bound
-        assert p.held <= cfg.wait_bound + 1
+                assert s.emitted_at - 1 - a <= cfg.effective_max_wait
+        assert p.held <= cfg.effective_max_wait + 1
 
 
 @settings(max_examples=60, deadline=None)
@@ -74,9 +74,9 @@ def test_state_dict_resume_equals_uninterrupted(lengths, cut, max_open):
     cfg = PackConfig(seq_len=90, buffer_size=7, max_per_seq=4, max_open=max_open)
     _, full, _ = run(cfg, lengths)
     cut = min(cut, len(lengths))
-    p = Packer(cfg)
+    p = make_packer(cfg)
     first = [s for i, n in enumerate(lengths[:cut]) for s in p.push(i, n)]
-    q = Packer(cfg)
+    q = make_packer(cfg)
     q.load_state_dict(p.state_dict())
     rest = [s for i, n in enumerate(lengths[cut:], start=cut) for s in q.push(i, n)] + q.flush()
     assert [s.handles for s in first + rest] == [s.handles for s in full]
@@ -90,7 +90,7 @@ def test_oversize_policies():
     assert {tuple(s.handles): s.lengths for s in out} == {(0,): [3], (1,): [10]} and rejected == []
     assert p.truncated_tokens == 1
     with pytest.raises(ValueError):
-        Packer(PackConfig(seq_len=10)).push("k", 0)
+        make_packer(PackConfig(seq_len=10)).push("k", 0)
 
 
 def test_bfd_fills_better_than_next_fit_and_near_offline():

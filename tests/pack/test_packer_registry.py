@@ -5,23 +5,22 @@ from __future__ import annotations
 import pytest
 
 from patchpack.pack import (
-    ALGORITHMS, BFDPacker, Emitted, FirstFitPacker, NextFitPacker, PackConfig, Packer, make_packer, packer_names,
+    ALGORITHMS, PACKERS, BFDPacker, Emitted, FirstFitPacker, NextFitPacker, PackConfig, Packer, make_packer,
     register_packer,
 )
 from patchpack.pack.buffer import Bin
-from patchpack.pack.config import PACKERS
+from patchpack.registry import RegistryError
 
 
 def test_each_builtin_algorithm_has_its_class():
-    assert set(ALGORITHMS) <= set(packer_names())
+    assert set(ALGORITHMS) <= set(PACKERS.names())
     for name, cls in [("bfd", BFDPacker), ("first-fit", FirstFitPacker), ("next-fit", NextFitPacker)]:
-        cfg = PackConfig(seq_len=8, algorithm=name)
-        assert type(make_packer(cfg)) is cls and type(Packer(cfg)) is cls
+        assert type(make_packer(PackConfig(seq_len=8, algorithm=name))) is cls
 
 
 def test_push_and_flush_return_rejections():
     for name in ALGORITHMS:
-        p = Packer(PackConfig(seq_len=8, buffer_size=2, algorithm=name))
+        p = make_packer(PackConfig(seq_len=8, buffer_size=2, algorithm=name))
         out = p.push("big", 9)
         assert isinstance(out, Emitted) and list(out) == [] and out.rejected == [("big", 9)]
         kept = p.push("a", 3)
@@ -30,21 +29,28 @@ def test_push_and_flush_return_rejections():
         assert [s.handles for s in flushed] == [["a"]] and flushed.rejected == []
 
 
-def test_a_registered_packer_is_used_by_name():
+def test_a_registered_packer_is_used_by_name_through_its_public_hooks():
+    @register_packer("one-per-seq")
     class OnePerSequence(Packer):
-        def _place(self, arrival, length, handle):
+        def place(self, arrival, length, handle):
             b = Bin(self.config.seq_len - length, arrival)
             b.items.append((arrival, length, handle))
-            return Emitted([self._emit(b)])
+            return Emitted([self.emit(b)])
 
-    register_packer("one-per-seq", OnePerSequence)
     try:
-        p = Packer(PackConfig(seq_len=8, algorithm="one-per-seq"))
+        p = make_packer(PackConfig(seq_len=8, algorithm="one-per-seq"))
         out = [s for n in [3, 4, 9, 2] for s in p.push(n, n)] + p.flush()
         assert [s.lengths for s in out] == [[3], [4], [2]]
         with pytest.raises(TypeError):
             register_packer("bad", object)
+        with pytest.raises(RegistryError, match="override=True"):
+            register_packer("one-per-seq", BFDPacker)
     finally:
-        PACKERS.pop("one-per-seq", None)
+        PACKERS.unregister("one-per-seq")
     with pytest.raises(ValueError, match="register_packer"):
         PackConfig(algorithm="one-per-seq")
+
+
+def test_an_unknown_algorithm_names_the_close_one():
+    with pytest.raises(ValueError, match="did you mean 'first-fit'"):
+        PackConfig(algorithm="firstfit")

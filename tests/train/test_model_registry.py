@@ -10,8 +10,7 @@ import torch
 from patchpack.loader.batch import collate
 from patchpack.model import NaViT, NaViTConfig
 from patchpack.tokenize import Tokens, patchify
-from patchpack.train import TrainConfig, build_model, model_names, register_model, train
-from patchpack.train.models import _MODELS
+from patchpack.train import MODELS, TrainConfig, build_model, register_model, train
 
 import numpy as np
 
@@ -51,7 +50,7 @@ def _batches(n=3):
 
 
 def test_navit_is_registered_and_built_from_its_config():
-    assert "navit" in model_names()
+    assert "navit" in MODELS.names()
     assert isinstance(build_model(NaViTConfig(patch_size=4, dim=16, depth=1, heads=2, num_classes=3)), NaViT)
     with pytest.raises(TypeError, match="register_model"):
         build_model(MeanConfig())
@@ -65,4 +64,4 @@ def test_a_registered_model_trains_with_the_loop():
         assert isinstance(result.model, MeanClassifier) and result.step == 2
         assert all(np.isfinite(h["loss"]) for h in result.history)
     finally:
-        _MODELS.pop("mean", None)
+        MODELS.unregister("mean")

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from patchpack.errors import ErrorRecord
-from patchpack.pack import PackConfig, Packer
+from patchpack.pack import PackConfig, make_packer
 from patchpack.viz.report import FIGURES, write_report
 from patchpack.stats import PackStats
 
@@ -17,7 +17,7 @@ from patchpack.stats import PackStats
 def _stats(n: int = 300, seed: int = 0) -> PackStats:
     rng = np.random.default_rng(seed)
     s = PackStats()
-    packer = Packer(PackConfig(seq_len=256, buffer_size=32))
+    packer = make_packer(PackConfig(seq_len=256, buffer_size=32))
     seqs = []
     for i in range(n):
         gh, gw = (int(v) for v in rng.integers(1, 16, 2))

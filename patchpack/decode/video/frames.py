@@ -46,6 +46,7 @@ from av.video.reformatter import VideoReformatter
 from PIL import Image
 
 from ...errors import SampleError
+from ...example import CropBox, Plan
 from .config import VideoConfig
 from .container import is_truncated, open_container, video_stream
 from .orientation import IDENTITY, orient, transposes
@@ -165,14 +166,14 @@ def _decode_fed(data: bytes, info: dict[str, Any], cfg: VideoConfig, convert: An
         out[i] = convert(got)
 
 
-def _crop_frame_size(source: Any, crop: list, hh: int, ww: int) -> tuple[int, int]:
+def _crop_frame_size(source: Any, crop: CropBox, hh: int, ww: int) -> tuple[int, int]:
     """Displayed frame size to convert to so that an augmentation crop covers about ``hh x ww``
     (never above the source size)."""
     h, w = int(source[0]), int(source[1])
     return min(h, -(-h * hh // int(crop[2]))), min(w, -(-w * ww // int(crop[3])))
 
 
-def _cut(rgb: np.ndarray, crop: list, source: Any, hh: int, ww: int) -> np.ndarray:
+def _cut(rgb: np.ndarray, crop: CropBox, source: Any, hh: int, ww: int) -> np.ndarray:
     """Cut the crop (same box for every frame) out of a converted displayed frame, resize it to
     ``hh x ww`` (Pillow, bilinear) and flip it when asked."""
     top, left, ch, cw, flip = crop
@@ -194,13 +195,13 @@ def materialize_video(
 ) -> np.ndarray:
     """Decode the planned frames: ``uint8 [T, H, W, 3]`` at ``plan.size``, RGB, as displayed.
 
-    ``plan.info`` is the decode plan from :func:`~patchpack.decode.video.header.frame_plan`
+    ``plan.decode`` is the decode plan from :func:`~patchpack.decode.video.header.frame_plan`
     (see the module doc for the order of work and the memory bound).
 
     Args:
         stats: if given, ``decoded`` (frames the decoder returned) and ``seeks`` are added to it.
     """
-    info = plan.info
+    info = plan.decode
     targets: list[int] = info["pts"]
     seeks: list[int] = info["seek_pts"]
     tol = int(info.get("tolerance", 0))
@@ -210,7 +211,7 @@ def materialize_video(
     first = int(info.get("first_pts", 0))
     display = tuple(info.get("display", IDENTITY))
     hh, ww = plan.size
-    crop = info.get("crop")  # augmentation crop [top, left, h, w, flip] in displayed source pixels
+    crop = plan.crop  # augmentation crop in displayed source pixels
     fh, fw = (hh, ww) if crop is None else _crop_frame_size(plan.source_size, crop, hh, ww)
     sh, sw = (fw, fh) if transposes(display) else (fh, fw)  # decoded (stored) orientation
     out = np.empty((len(targets), hh, ww, 3), np.uint8)

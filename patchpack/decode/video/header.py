@@ -9,7 +9,7 @@ import av
 import numpy as np
 
 from ...errors import SampleError
-from ..header import Header
+from ...example import Header
 from .config import VideoConfig
 from .container import is_truncated, open_container, stream_rate, video_stream
 from .orientation import IDENTITY, display_transform, mirrored, rotation_degrees, transposes
@@ -110,8 +110,9 @@ def read_video_header(data: bytes, cfg: VideoConfig, *, key: str = "") -> Header
 
     Returns:
         a :class:`Header` of kind ``"video"``: ``source_size`` per frame, ``frames`` (timestamps
-        in seconds, or a count when the stream has none), ``rate``, ``num_frames`` and, in
-        ``info``, ``codec``, ``format``, ``time_base`` and the ``index`` mode used.
+        in seconds, or a count when the stream has none), ``rate``, ``num_frames``, the container
+        ``format`` and, in ``stream``, ``codec``, ``time_base``, the display matrix and the
+        ``index`` mode used.
 
     Raises:
         SampleError: ``empty``, ``truncated``, ``not-media``, ``corrupt``, ``no-video-stream``,
@@ -129,15 +130,11 @@ def read_video_header(data: bytes, cfg: VideoConfig, *, key: str = "") -> Header
             raise SampleError("too-large", f"{w}x{h} frames exceed max_source_pixels", key=key)
         tb = vs.time_base or Fraction(1, 1)
         rate = stream_rate(vs)
-        info: dict[str, Any] = {
-            "codec": cc.name,
-            "format": container.format.name,
-            "time_base": [tb.numerator, tb.denominator],
-        }
+        info: dict[str, Any] = {"codec": cc.name, "time_base": [tb.numerator, tb.denominator]}
+        stored = (h, w)
         display = display_transform(data)
         if display != IDENTITY:  # frames are turned as displayed: the header speaks of the displayed size
-            info.update(display=list(display), rotation=rotation_degrees(display), mirrored=mirrored(display),
-                        stored_size=[h, w])
+            info.update(display=list(display), rotation=rotation_degrees(display), mirrored=mirrored(display))
             if transposes(display):
                 h, w = w, h
         mode = cfg.index
@@ -171,15 +168,18 @@ def read_video_header(data: bytes, cfg: VideoConfig, *, key: str = "") -> Header
             ts_or_n = n
             index["start"] = start
         info["index"] = mode
-    return Header("video", (h, w), info, ts_or_n, rate, n, index, key)
+        fmt = str(container.format.name)
+    return Header("video", (h, w), stored_size=stored, format=fmt, frames=ts_or_n, rate=rate, num_frames=n,
+                  stream=info, index=index, key=key)
 
 
 def frame_plan(header: Header, indices: Sequence[int]) -> dict[str, Any]:
-    """The header's ``info`` plus the decode plan of the chosen frames (what :func:`materialize_video` reads):
+    """The header's ``stream`` facts plus the decode plan of the chosen frames (what :func:`materialize_video`
+    reads, :attr:`patchpack.example.Plan.decode`): ``stored_size``,
     ``pts`` (target timestamps), ``seek_pts``, ``tolerance``, ``first_pts``, ``feed`` (where the
     needed packets lie in the bytes, when the header found them), and ``fps``, ``duration`` (s),
     ``num_frames``, ``vfr``."""
-    info = dict(header.info)
+    info = dict(header.stream, stored_size=list(header.stored_size))
     idx = np.asarray(indices, dtype=np.int64)
     mode = info["index"]
     n, rate = header.num_frames, header.rate
