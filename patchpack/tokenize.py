@@ -26,8 +26,14 @@ class Tokens:
         patches: uint8 ``[N, D]`` with ``D = pt * p * p * C``.
         positions: int32 ``[N, 3]``, the ``(t, y, x)`` grid cell of each token.
         grid: ``(T, H, W)`` grid size in tokens (before any dropping).
-        label: integer target, -1 when unknown.
+        label: the single-class target (``labels [B, E]`` of a batch): the label when the
+            example has exactly one, else -1 (unlabelled, or several labels).
         meta: free-form per-example metadata (source shard, original size, ...).
+        label_set: every label of the example, in order, without repeats (multi-label data;
+            ``targets [B, E, C]`` of a batch). Given only ``label``, it is ``(label,)`` (or
+            empty for -1); given a set, ``label`` follows from it.
+        fields: the example's text fields by name (``LoaderConfig.fields``; ``None`` for an
+            optional field the sample does not have).
     """
 
     key: str
@@ -36,6 +42,15 @@ class Tokens:
     grid: tuple[int, int, int]
     label: int = -1
     meta: dict[str, Any] = field(default_factory=dict)
+    label_set: tuple[int, ...] = ()
+    fields: dict[str, str | None] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.label_set:
+            self.label_set = tuple(int(v) for v in self.label_set)
+            self.label = self.label_set[0] if len(self.label_set) == 1 else -1
+        elif self.label >= 0:
+            self.label_set = (int(self.label),)
 
     def __len__(self) -> int:
         return int(self.patches.shape[0])

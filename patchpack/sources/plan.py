@@ -12,7 +12,7 @@ from ..storage.manifest import list_shards
 from .sample import ShardTask
 from .wds import expand_urls, shuffle_urls
 
-__all__ = ["expand_sources", "plan_shards", "resampled_task"]
+__all__ = ["expand_sources", "plan_shards", "resampled_task", "shard_order"]
 
 
 def expand_sources(urls: str | Sequence[str]) -> list[str]:
@@ -39,6 +39,15 @@ def _mix(*parts: int) -> list[int]:
     return [int(p) & 0xFFFFFFFF for p in parts]
 
 
+def shard_order(urls: Sequence[str], *, seed: int = 0, epoch: int = 0, shuffle: bool = True) -> list[str]:
+    """The order of the shards in ``epoch``: shuffled with a seed derived from ``(seed, epoch)``, the
+    same on every consumer (so a shard's place in it does not depend on the consumer count)."""
+    order = list(urls)
+    if shuffle and len(order) > 1:
+        order = shuffle_urls(order, int(np.random.SeedSequence(_mix(seed, epoch)).generate_state(1)[0]))
+    return order
+
+
 def plan_shards(
     urls: Sequence[str],
     consumer: int,
@@ -60,9 +69,7 @@ def plan_shards(
     """
     if not 0 <= consumer < num_consumers:
         raise ValueError(f"consumer {consumer} out of range for {num_consumers} consumers")
-    order = list(urls)
-    if shuffle and len(order) > 1:
-        order = shuffle_urls(order, int(np.random.SeedSequence(_mix(seed, epoch)).generate_state(1)[0]))
+    order = shard_order(urls, seed=seed, epoch=epoch, shuffle=shuffle)
     n, c = len(order), num_consumers
     whole = (n // c) * c
     tasks = [ShardTask(order[i]) for i in range(consumer, whole, c)]
