@@ -49,7 +49,7 @@ def test_upsample_flag():
     assert fit_grid(40, 80, FitConfig(patch_size=16)) == (2, 5)  # native never enlarges (round(2.5) = 2)
     up = FitConfig(patch_size=16, max_patches=None, mode="side-uniform", side_min=400, side_max=400,
                    allow_upsample=True)
-    assert fit_grid(40, 80, up, rng(0)) == (12, 25)  # long side 400 px = 25 patches, aspect 1:2 kept
+    assert fit_grid(40, 80, up, rng(0)) == (18, 35)  # sqrt(h*w) = 400 px: 283 x 566 px, aspect 1:2 kept
     no_up = FitConfig(patch_size=16, max_patches=None, mode="side-uniform", side_min=400, side_max=400)
     assert fit_grid(40, 80, no_up, rng(0)) == (2, 5)
     capped = FitConfig(patch_size=16, max_patches=100, mode="side-uniform", side_min=400, side_max=400,
