@@ -2,8 +2,9 @@
 
 The low level of :mod:`patchpack.sources.tarscan` (POSIX ustar / GNU / pax, as in
 ``tarfile``): numeric fields in octal or GNU base-256, the header checksum (unsigned or the
-signed variant old writers used), pax ``"len key=value\\n"`` records, and :class:`Stream`,
-exact reads and bounded skips over any binary file object with the byte offset kept.
+signed variant old writers used), pax ``"len key=value\\n"`` records (read strictly: the length
+and numeric values are plain decimal digits), and :class:`Stream`, exact reads and bounded skips
+over any binary file object with the byte offset kept and one block of push-back.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from typing import BinaryIO
 from .wds import base_plus_ext
 
 __all__ = ["BLOCK", "ZERO", "REGULAR", "SPECIAL", "NO_DATA", "HeaderError", "Stream", "decompressed", "cstr", "number",
-           "checksum_ok", "is_header", "header_name", "parse_pax", "decode_name", "split_name", "padding"]
+           "checksum_ok", "is_header", "header_name", "parse_pax", "pax_size", "decode_name", "split_name", "padding",
+           "OCTAL_SIZE_MAX", "MAX_SIZE_DIGITS"]
 
 BLOCK = 512
 ZERO = bytes(BLOCK)
@@ -30,6 +32,10 @@ _CHKSUM_FIELD = re.compile(rb" *[0-7]{1,8}[\x00 ]*")
 _UNSIGNED = struct.Struct("148B8x356B")
 _SIGNED = struct.Struct("148b8x356b")
 NO_DATA = {b"1", b"2", b"3", b"4", b"5", b"6"}  # types whose size field carries no data blocks
+#: largest size an 11-digit octal header field holds; writers put larger sizes in pax (or base-256)
+OCTAL_SIZE_MAX = 8**11 - 1
+#: a pax size has at most this many digits (2**63 - 1, the largest file offset, has 19)
+MAX_SIZE_DIGITS = 19
 
 class _Prefixed(io.RawIOBase):
     """``head`` (bytes already read) followed by the rest of ``f``; read-only, not seekable."""
@@ -85,6 +91,7 @@ class Stream:
         self.f, self.chunk, self.pos = fileobj, chunk, 0
         self.end: int | None = None
         self.error = ""
+        self.back = b""  # bytes given back by unread(), read again first
         try:
             if _seekable(fileobj) and not isinstance(fileobj, (gzip.GzipFile, bz2.BZ2File, lzma.LZMAFile)):
                 here = fileobj.tell()
@@ -104,7 +111,24 @@ class Stream:
             self.error = f"{type(exc).__name__}: {exc}"
             return b""
 
+    def unread(self, data: bytes) -> None:
+        """Give ``data`` (the bytes just read) back: the next read starts with them."""
+        self.back = data + self.back
+        self.pos -= len(data)
+
+    def remaining(self) -> int | None:
+        """Bytes left in the stream when its length is known (a seekable file), else ``None``."""
+        return None if self.end is None else self.end - self.pos
+
+    def _take_back(self, n: int) -> bytes:
+        head, self.back = self.back[:n], self.back[n:]
+        self.pos += len(head)
+        return head
+
     def read(self, n: int) -> bytes:
+        if self.back:
+            head = self._take_back(n)
+            return head + self.read(n - len(head)) if len(head) < n else head
         parts, got = [], 0
         while got < n:
             b = self._chunk(n - got)
@@ -117,6 +141,9 @@ class Stream:
 
     def skip(self, n: int) -> int:
         """Skip up to ``n`` bytes; returns how many were there."""
+        if self.back:
+            head = len(self._take_back(n))
+            return head + self.skip(n - head) if head < n else head
         if self.end is not None:
             step = max(0, min(n, self.end - self.pos))
             self.f.seek(step, 1)
@@ -174,23 +201,46 @@ def header_name(block: bytes) -> bytes:
 
 
 def parse_pax(buf: bytes) -> dict[str, bytes]:
+    """The ``"len key=value\\n"`` records of a pax payload (a later record wins).
+
+    Raises:
+        HeaderError: a record whose length is not plain decimal digits, does not fit, or
+            does not end in a newline; a record without ``=`` or with an empty key; records
+            after NUL padding; a payload without any record.
+    """
     out: dict[str, bytes] = {}
     pos = 0
-    while pos < len(buf) and buf[pos:pos + 1] != b"\x00":
+    while pos < len(buf):
+        if buf[pos:pos + 1] == b"\x00":  # NUL padding may end the payload, nothing may follow it
+            if buf[pos:].strip(b"\x00"):
+                raise HeaderError("pax records after a NUL byte")
+            break
         sp = buf.find(b" ", pos, pos + 24)
-        if sp < 0:
-            raise HeaderError("pax record without length")
-        try:
-            length = int(buf[pos:sp])
-        except ValueError:
-            raise HeaderError("pax record length is not a number") from None
+        if sp < 0 or not buf[pos:sp].isdigit():
+            raise HeaderError("pax record without a decimal length")
+        length = int(buf[pos:sp])
         rec = buf[pos:pos + length]
-        if length <= sp - pos or len(rec) != length or not rec.endswith(b"\n") or b"=" not in rec:
+        if length <= sp - pos + 1 or len(rec) != length or not rec.endswith(b"\n") or b"=" not in rec:
             raise HeaderError("malformed pax record")
         k, v = rec[sp - pos + 1:-1].split(b"=", 1)
+        if not k:
+            raise HeaderError("pax record with an empty keyword")
         out[k.decode("utf-8", "backslashreplace")] = v
         pos += length
+    if buf and not out:
+        raise HeaderError("pax header holds no records")
     return out
+
+
+def pax_size(value: bytes) -> int:
+    """A pax ``size`` value: plain decimal digits, at most :data:`MAX_SIZE_DIGITS` of them.
+
+    Raises:
+        HeaderError: anything else (a sign, spaces, ``_``, letters, empty, 20 digits or more).
+    """
+    if not value.isdigit() or len(value) > MAX_SIZE_DIGITS:
+        raise HeaderError(f"pax size {value[:24]!r} is not a size (decimal digits, at most {MAX_SIZE_DIGITS})")
+    return int(value)
 
 
 def decode_name(raw: bytes) -> str:
