@@ -3,14 +3,23 @@
 Nothing is downloaded: every sample is drawn with numpy and encoded with Pillow
 (JPEG or PNG) or PyAV (H.264/MPEG-4 in MP4), then written as webdataset shards
 with :class:`webdataset.ShardWriter` (members ``__key__``, ``jpg``/``png``/``mp4``,
-``cls``, ``json``).
+``cls``, ``json``, ``txt``).
 
 Image classes (:data:`IMAGE_CLASSES`): a texture inside a random ellipse on a
 noisy background, the class being the texture: stripes in one of four
 orientations (with a few degrees of jitter), concentric rings or a checkerboard,
 each with random colours, period and phase. Video classes
-(:data:`VIDEO_CLASSES`): a disc moving across a textured background, the class
+(:data:`VIDEO_CLASSES`): a grating drifting over a gradient background, the class
 being the direction of motion. Class ids: image classes first, then video classes.
+
+Captions (the ``txt`` member, :func:`caption`): words for what the pixels show, never the
+class id or name: the texture and its orientation, or the direction of motion
+(:data:`CLASS_WORDS`, several phrasings a class), the colours of the pattern and of what
+surrounds it, the shape of the frame and of the oval. Templates and phrasings are drawn per
+sample, so captions vary within a class, but each follows from the pixels (the colours
+are named from the colours drawn, the backdrop's from the pixels around the oval). A
+caption draws from its own seeded stream: the pixels, sizes and encodings are the same as
+without captions.
 
 Sizes: the geometric-mean side is log-uniform in ``[min_side, max_side]`` (32..256
 px by default) and the aspect ratio log-uniform in ``[1/max_aspect, max_aspect]``.
@@ -19,6 +28,7 @@ Everything is deterministic for a seed (each sample uses ``rng([seed, index])``)
 
 from __future__ import annotations
 
+import colorsys
 import io
 import json
 import math
@@ -31,11 +41,104 @@ import numpy as np
 import webdataset as wds
 from PIL import Image
 
-__all__ = ["SynthConfig", "IMAGE_CLASSES", "VIDEO_CLASSES", "make_dataset", "draw_image", "draw_video", "encode_video"]
+__all__ = [
+    "SynthConfig", "IMAGE_CLASSES", "VIDEO_CLASSES", "CLASS_WORDS", "Scene", "make_dataset", "draw_image", "draw_video",
+    "draw_image_scene", "draw_video_scene", "caption", "colour_name", "encode_video",
+]
 
 IMAGE_CLASSES = ("stripes-horizontal", "stripes-vertical", "stripes-diagonal", "stripes-antidiagonal", "rings", "checker")
 VIDEO_CLASSES = ("motion-left", "motion-right", "motion-up", "motion-down")
 _ANGLES = {"stripes-horizontal": 90.0, "stripes-vertical": 0.0, "stripes-diagonal": 45.0, "stripes-antidiagonal": 135.0}
+
+#: Phrasings of what each class shows, for captions and zero-shot prompts (never the class name).
+CLASS_WORDS: dict[str, tuple[str, ...]] = {
+    "stripes-horizontal": ("horizontal stripes", "horizontal bands", "stripes lying flat"),
+    "stripes-vertical": ("vertical stripes", "vertical bands", "upright stripes"),
+    "stripes-diagonal": ("diagonal stripes rising to the right", "stripes slanting up to the right",
+                         "bands running from lower left to upper right"),
+    "stripes-antidiagonal": ("diagonal stripes falling to the right", "stripes slanting down to the right",
+                             "bands running from upper left to lower right"),
+    "rings": ("concentric rings", "concentric circles", "a bullseye of rings"),
+    "checker": ("a checkerboard", "a checkered pattern", "a grid of alternating squares"),
+    "motion-left": ("stripes moving left", "a grating drifting to the left", "bands sliding leftward"),
+    "motion-right": ("stripes moving right", "a grating drifting to the right", "bands sliding rightward"),
+    "motion-up": ("stripes moving up", "a grating drifting upward", "bands sliding upward"),
+    "motion-down": ("stripes moving down", "a grating drifting downward", "bands sliding downward"),
+}
+_IMAGE_TEMPLATES = (
+    "{tex} in {ink} and {paper}",
+    "{frame} of {tex} in {ink} and {paper} on a {back} background",
+    "{tex}, {ink} on {paper}, inside {oval}",
+    "{oval} filled with {tex} in {ink} and {paper}, against a {back} background",
+    "{frame} showing {tex} inside {oval}; the pattern is {ink} and {paper}",
+)
+_VIDEO_TEMPLATES = (
+    "{tex} in {ink}",
+    "{frame} of {tex} in {ink} over a {back} background",
+    "{tex}, coloured {ink}, on {back}",
+    "a clip of {tex}; the stripes are {ink} and the background {back}",
+)
+#: (upper hue limit in degrees, name)
+_HUES = ((15, "red"), (40, "orange"), (65, "yellow"), (165, "green"), (195, "cyan"), (255, "blue"), (290, "purple"),
+         (335, "pink"), (361, "red"))
+
+
+@dataclass(frozen=True)
+class Scene:
+    """What a drawn sample shows, as its caption words it; each field can be read off the pixels.
+
+    Attributes:
+        kind: ``"image"`` or ``"video"``.
+        class_name: the class drawn.
+        height, width: frame size in pixels.
+        ink: RGB of the pattern's dark colour (a video's stripes).
+        paper: RGB of the pattern's light colour (images; ``None`` for videos).
+        backdrop: mean RGB of the pixels around the pattern (a video's whole background).
+        oval: width / height of the oval holding an image's texture (``None`` for videos).
+    """
+
+    kind: str
+    class_name: str
+    height: int
+    width: int
+    ink: tuple[float, float, float]
+    paper: tuple[float, float, float] | None
+    backdrop: tuple[float, float, float]
+    oval: float | None = None
+
+
+def colour_name(rgb: Sequence[float]) -> str:
+    """A plain colour word for RGB in 0..255: black/white/greys, else a hue with "dark"/"pale"."""
+    h, s, v = colorsys.rgb_to_hsv(*(min(255.0, max(0.0, float(c))) / 255 for c in rgb))
+    if v < 0.18:
+        return "black"
+    if s < 0.2:
+        return "white" if v > 0.85 else "light grey" if v > 0.6 else "grey" if v > 0.35 else "dark grey"
+    hue = next(name for limit, name in _HUES if h * 360 < limit)
+    if hue == "orange" and v < 0.55:
+        return "brown"
+    return ("dark " if v < 0.45 else "pale " if s < 0.45 and v > 0.7 else "") + hue
+
+
+def _shape_word(ratio: float, wide: str, tall: str, even: str) -> str:
+    return wide if ratio > 1.3 else tall if ratio < 1 / 1.3 else even
+
+
+def caption(scene: Scene, rng: np.random.Generator) -> str:
+    """A caption for ``scene``: a template and a phrasing drawn with ``rng``, the colours and shapes named."""
+    image = scene.kind == "image"
+    noun = str(rng.choice(("picture", "photo", "image") if image else ("video", "clip")))
+    words = {
+        "tex": str(rng.choice(CLASS_WORDS[scene.class_name])),
+        "ink": colour_name(scene.ink),
+        "back": colour_name(scene.backdrop),
+        "frame": _shape_word(scene.width / scene.height, f"a wide {noun}", f"a tall {noun}", f"a square {noun}"),
+    }
+    if image:
+        words["paper"] = colour_name(scene.paper or scene.backdrop)
+        words["oval"] = _shape_word(scene.oval or 1.0, "a wide oval", "a tall oval", "a round patch")
+    return str(rng.choice(_IMAGE_TEMPLATES if image else _VIDEO_TEMPLATES)).format(**words)
+
 
 
 @dataclass(frozen=True)
@@ -94,6 +197,11 @@ def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
 
 def draw_image(class_name: str, height: int, width: int, rng: np.random.Generator) -> np.ndarray:
     """uint8 ``[height, width, 3]`` image of ``class_name`` (one of :data:`IMAGE_CLASSES`)."""
+    return draw_image_scene(class_name, height, width, rng)[0]
+
+
+def draw_image_scene(class_name: str, height: int, width: int, rng: np.random.Generator) -> tuple[np.ndarray, Scene]:
+    """:func:`draw_image`'s pixels (the same draws from ``rng``) and the :class:`Scene` they show."""
     if class_name not in IMAGE_CLASSES:
         raise ValueError(f"unknown image class {class_name!r}")
     h, w = height, width
@@ -118,7 +226,9 @@ def draw_image(class_name: str, height: int, width: int, rng: np.random.Generato
     ry, rx = rng.uniform(0.4, 0.7) * h, rng.uniform(0.4, 0.7) * w
     inside = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1.0
     img = np.where(inside[..., None], texture + rng.normal(0, 6, (h, w, 3)), _background(rng, h, w))
-    return np.clip(img, 0, 255).astype(np.uint8)
+    img = np.clip(img, 0, 255).astype(np.uint8)
+    backdrop = tuple(float(c) for c in img[~inside].mean(0))  # the corners always lie outside the oval
+    return img, Scene("image", class_name, h, w, tuple(fg.tolist()), tuple(bg.tolist()), backdrop, rx / ry)
 
 
 def draw_video(class_name: str, frames: int, height: int, width: int, rng: np.random.Generator) -> np.ndarray:
@@ -129,6 +239,12 @@ def draw_video(class_name: str, frames: int, height: int, width: int, rng: np.ra
     of the clip apart (what a 4-frame spread sample sees) are about a fifth of a
     period apart: the direction is visible inside every tubelet, as local motion.
     """
+    return draw_video_scene(class_name, frames, height, width, rng)[0]
+
+
+def draw_video_scene(class_name: str, frames: int, height: int, width: int,
+                     rng: np.random.Generator) -> tuple[np.ndarray, Scene]:
+    """:func:`draw_video`'s frames (the same draws from ``rng``) and the :class:`Scene` they show."""
     if class_name not in VIDEO_CLASSES:
         raise ValueError(f"unknown video class {class_name!r}")
     h, w = height, width
@@ -144,7 +260,8 @@ def draw_video(class_name: str, frames: int, height: int, width: int, rng: np.ra
     for i in range(frames):
         wave = 0.5 + 0.5 * np.sin(2 * np.pi * (coord - sign * step * i) / period + phase)
         out[i] = np.clip(bg + wave[..., None] * (np.asarray(colour) - bg), 0, 255).astype(np.uint8)
-    return out
+    backdrop = tuple(float(c) for c in np.clip(bg, 0, 255).mean((0, 1)))
+    return out, Scene("video", class_name, h, w, tuple(float(c) for c in colour), None, backdrop)
 
 
 def _video_codec() -> str:
@@ -181,6 +298,27 @@ def _encode_image(img: np.ndarray, rng: np.random.Generator, png_fraction: float
     return "jpg", buf.getvalue()
 
 
+def _sample(kind: str, i: int, name: str, label: int, seed: int, cfg: SynthConfig) -> dict:
+    """The webdataset members of sample ``i`` of ``kind``; pixels from ``rng([seed, 0|1, i])``, its caption
+    from ``rng([seed, 2, 0|1, i])``."""
+    stream = 0 if kind == "image" else 1
+    rng = np.random.default_rng([seed, stream, i])
+    if kind == "image":
+        h, w = _size(rng, cfg.min_side, cfg.max_side, cfg.max_aspect)
+        pixels, scene = draw_image_scene(name, h, w, rng)
+        ext, data = _encode_image(pixels, rng, cfg.png_fraction)
+        meta = {"kind": kind, "class": name, "height": h, "width": w}
+    else:
+        h, w = _size(rng, cfg.video_min_side, cfg.video_max_side, cfg.max_aspect, even=True)
+        t = int(rng.integers(cfg.video_frames[0], cfg.video_frames[1] + 1))
+        frames, scene = draw_video_scene(name, t, h, w, rng)
+        ext, data = "mp4", encode_video(frames, cfg.video_fps)
+        meta = {"kind": kind, "class": name, "height": h, "width": w, "frames": t}
+    text = caption(scene, np.random.default_rng([seed, 2, stream, i]))
+    key = f"{'img' if kind == 'image' else 'vid'}{i:06d}"
+    return {"__key__": key, ext: data, "cls": label, "json": json.dumps(meta), "txt": text}
+
+
 def make_dataset(
     out_dir: str | Path,
     n_images: int = 2000,
@@ -191,6 +329,9 @@ def make_dataset(
     config: SynthConfig | None = None,
 ) -> dict:
     """Write ``n_images`` images and ``n_videos`` videos as webdataset shards in ``out_dir``.
+
+    Each sample has its media (``jpg``/``png``/``mp4``), ``cls`` (class id), ``json`` (kind,
+    class, size) and ``txt`` (a caption, see :func:`caption`).
 
     Args:
         out_dir: folder for ``shard-000000.tar`` ... (created).
@@ -229,21 +370,10 @@ def make_dataset(
     per_class = {name: 0 for name in class_names}
     pattern = str(out / "shard-%06d.tar")
     with wds.ShardWriter(pattern, maxcount=shard_size, verbose=0) as sink:
-        for n, j in enumerate(order):
+        for j in order:
             kind, i, name = items[j]
-            rng = np.random.default_rng([seed, 0 if kind == "image" else 1, i])
-            if kind == "image":
-                h, w = _size(rng, cfg.min_side, cfg.max_side, cfg.max_aspect)
-                ext, data = _encode_image(draw_image(name, h, w, rng), rng, cfg.png_fraction)
-                meta = {"kind": kind, "class": name, "height": h, "width": w}
-            else:
-                h, w = _size(rng, cfg.video_min_side, cfg.video_max_side, cfg.max_aspect, even=True)
-                t = int(rng.integers(cfg.video_frames[0], cfg.video_frames[1] + 1))
-                ext, data = "mp4", encode_video(draw_video(name, t, h, w, rng), cfg.video_fps)
-                meta = {"kind": kind, "class": name, "height": h, "width": w, "frames": t}
             per_class[name] += 1
-            key = f"{'img' if kind == 'image' else 'vid'}{i:06d}"
-            sink.write({"__key__": key, ext: data, "cls": class_names.index(name), "json": json.dumps(meta)})
+            sink.write(_sample(kind, i, name, class_names.index(name), seed, cfg))
     urls = sorted(str(p) for p in out.glob("shard-*.tar"))
     return {
         "urls": urls,

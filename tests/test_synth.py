@@ -7,7 +7,10 @@ import pytest
 import webdataset as wds
 from PIL import Image
 
-from patchpack.synth import IMAGE_CLASSES, VIDEO_CLASSES, draw_image, draw_video, encode_video, make_dataset
+from patchpack.synth import (
+    CLASS_WORDS, IMAGE_CLASSES, VIDEO_CLASSES, caption, colour_name, draw_image, draw_image_scene, draw_video,
+    draw_video_scene, encode_video, make_dataset,
+)
 
 
 def _samples(urls):
@@ -36,6 +39,10 @@ def test_make_dataset_writes_labelled_shards(tmp_path):
             assert im.size == (meta["width"], meta["height"])
             sizes.add((meta["height"], meta["width"]))
     assert kinds == {"image", "video"}
+    for s in samples:  # every sample has a caption, in words: no class id, no class name
+        text = s["txt"].decode()
+        assert text and not any(ch.isdigit() for ch in text)
+        assert not any(name in text for name in info["class_names"])
     aspects = [w / h for h, w in sizes]
     assert min(aspects) < 0.8 and max(aspects) > 1.25  # natural variety in aspect ratio
     assert info["counts"]["per_class"][IMAGE_CLASSES[0]] == 8
@@ -113,3 +120,57 @@ def test_the_same_frames_encode_to_the_same_bytes_every_time():
         for j in range(1 + 8 * r, 9 + 8 * r):
             encode_video(clip(j))
         assert encode_video(target) == first
+
+
+def _phrase_classes(text):
+    return {name for name, words in CLASS_WORDS.items() if any(w in text for w in words)}
+
+
+def test_a_caption_names_what_its_class_shows_and_only_that():
+    for name in IMAGE_CLASSES + VIDEO_CLASSES:
+        for seed in range(6):
+            rng = np.random.default_rng(seed)
+            draw = draw_image_scene if name in IMAGE_CLASSES else draw_video_scene
+            args = (name, 40, 56) if name in IMAGE_CLASSES else (name, 4, 40, 56)
+            _, scene = draw(*args, rng)
+            assert _phrase_classes(caption(scene, np.random.default_rng([seed, 1]))) == {name}
+
+
+def test_captions_vary_within_a_class():
+    texts = set()
+    for seed in range(30):
+        _, scene = draw_image_scene("rings", 48, 64, np.random.default_rng(seed))
+        texts.add(caption(scene, np.random.default_rng([seed, 2])))
+    assert len(texts) >= 20
+
+
+def test_caption_colours_are_read_off_the_pixels():
+    """The ink colour named in a caption is the colour of the pattern's dark pixels; the backdrop's that of
+    the pixels around the oval."""
+    for seed in range(12):
+        name = IMAGE_CLASSES[seed % len(IMAGE_CLASSES)]
+        img, scene = draw_image_scene(name, 96, 96, np.random.default_rng(seed))
+        centre = img[36:60, 36:60].reshape(-1, 3).astype(float)  # inside the oval
+        lum = centre.mean(1)
+        dark = centre[lum < (lum.min() + lum.max()) / 2].mean(0)
+        assert colour_name(dark) == colour_name(scene.ink), (seed, dark, scene.ink)
+        corners = np.concatenate([img[:6, :6], img[:6, -6:], img[-6:, :6], img[-6:, -6:]]).reshape(-1, 3)
+        assert np.abs(corners.mean(0) - np.asarray(scene.backdrop)).max() < 40
+
+
+def test_colour_names():
+    assert colour_name((0, 0, 0)) == "black" and colour_name((250, 250, 250)) == "white"
+    assert colour_name((128, 128, 128)) == "grey"
+    assert colour_name((210, 20, 20)) == "red" and colour_name((20, 20, 100)) == "dark blue"
+    assert colour_name((30, 160, 40)) == "green" and colour_name((230, 230, 160)) == "pale yellow"
+    assert colour_name((110, 60, 10)) == "brown"
+
+
+def test_scenes_draw_the_same_pixels_from_the_same_stream():
+    """Captions are an addition: the pixels, and what the stream draws next (the encoding), are unchanged."""
+    a, b = np.random.default_rng(7), np.random.default_rng(7)
+    assert np.array_equal(draw_image("checker", 50, 70, a), draw_image_scene("checker", 50, 70, b)[0])
+    assert a.random() == b.random()
+    a, b = np.random.default_rng(8), np.random.default_rng(8)
+    assert np.array_equal(draw_video("motion-up", 3, 20, 24, a), draw_video_scene("motion-up", 3, 20, 24, b)[0])
+    assert a.random() == b.random()
