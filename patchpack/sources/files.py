@@ -13,7 +13,7 @@ import os
 import stat
 from typing import IO
 
-__all__ = ["open_regular", "SpecialFileError"]
+__all__ = ["open_regular", "not_regular", "SpecialFileError"]
 
 _KINDS = ((stat.S_ISFIFO, "FIFO"), (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"),
           (stat.S_ISSOCK, "socket"), (stat.S_ISDIR, "directory"))
@@ -21,6 +21,16 @@ _KINDS = ((stat.S_ISFIFO, "FIFO"), (stat.S_ISCHR, "character device"), (stat.S_I
 
 class SpecialFileError(OSError):
     """A path that is not a regular file (also via a symlink); the message says what it is."""
+
+
+def not_regular(path: str, mode: int) -> str | None:
+    """Why ``path`` (whose ``stat`` mode, links followed, is ``mode``) is not read, or ``None``
+    for a regular file."""
+    if stat.S_ISREG(mode):
+        return None
+    what = next((name for test, name in _KINDS if test(mode)), "non-regular file")
+    via = f" (symlink to {os.readlink(path)!r})" if os.path.islink(path) else ""
+    return f"{path} is a {what}{via}; only regular files are read"
 
 
 def open_regular(path: str) -> IO[bytes]:
@@ -33,11 +43,9 @@ def open_regular(path: str) -> IO[bytes]:
     """
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            what = next((name for test, name in _KINDS if test(mode)), "non-regular file")
-            via = f" (symlink to {os.readlink(path)!r})" if os.path.islink(path) else ""
-            raise SpecialFileError(f"{path} is a {what}{via}; only regular files are read")
+        why = not_regular(path, os.fstat(fd).st_mode)
+        if why is not None:
+            raise SpecialFileError(why)
         os.set_blocking(fd, True)
         return os.fdopen(fd, "rb")
     except BaseException:

@@ -9,7 +9,7 @@ import pytest
 
 from patchpack.errors import SampleError
 from patchpack.sources import read_shard
-from patchpack.sources.folder import read_regular_file
+from patchpack.sources.folder import read_folder, read_regular_file
 from patchpack.sources.tar import read_tar
 from patchpack.sources.tarscan import MAX_ZERO_BLOCKS
 
@@ -18,19 +18,26 @@ def kinds(recs):
     return {r.key: r.kind for r in recs if not hasattr(r, "members")}
 
 
+def folder_keys(keys: list[str], last: str) -> set[str]:
+    """The hostile folder builders' keys as folder keys (the media file's path): good ``.png``
+    files, then the hazard named ``last``."""
+    return {k + ".png" for k in keys[:-1]} | {last}
+
+
 def test_fifo_named_like_an_image_is_a_record_not_a_hang(tmp_path):
     keys = H.fifo_folder(tmp_path)
     recs = list(read_shard(str(tmp_path)))
-    assert kinds(recs) == {"a/x": "special-file"}
-    assert {r.key for r in recs} == set(keys)
+    assert kinds(recs) == {"a/x.jpg": "special-file"}
+    assert {r.key for r in recs} == folder_keys(keys, "a/x.jpg")
 
 
-def test_symlink_to_dev_zero_is_a_record(tmp_path):
+@pytest.mark.parametrize("follow", [False, True])
+def test_symlink_to_dev_zero_is_a_record(tmp_path, follow):
     keys = H.devzero_folder(tmp_path)
-    recs = list(read_shard(str(tmp_path)))
-    assert kinds(recs) == {"a/z": "special-file"}
-    assert "/dev/zero" in next(r.message for r in recs if r.key == "a/z")
-    assert {r.key for r in recs} == set(keys)
+    recs = list(read_folder(str(tmp_path), 0, lambda i: True, follow_outside_links=follow))
+    assert kinds(recs) == {"a/z.jpg": "special-file"}
+    assert "/dev/zero" in next(r.message for r in recs if r.key == "a/z.jpg")
+    assert {r.key for r in recs} == folder_keys(keys, "a/z.jpg")
 
 
 def test_dangling_symlink_and_symlinked_regular_file(tmp_path):
@@ -39,9 +46,11 @@ def test_dangling_symlink_and_symlinked_regular_file(tmp_path):
     (d / "real.png").write_bytes(H.ok_image(1))
     os.symlink("real.png", d / "alias.png")
     os.symlink("missing.png", d / "gone.png")
+    os.symlink("loop2.png", d / "loop1.png")
+    os.symlink("loop1.png", d / "loop2.png")
     recs = list(read_shard(str(tmp_path)))
-    assert kinds(recs) == {"a/gone": "link"}
-    assert {r.key for r in recs if hasattr(r, "members")} == {"a/real", "a/alias"}
+    assert kinds(recs) == {"a/gone.png": "link", "a/loop1.png": "link", "a/loop2.png": "link"}
+    assert {r.key for r in recs if hasattr(r, "members")} == {"a/real.png", "a/alias.png"}
 
 
 def test_file_over_the_cap_is_refused_before_reading(tmp_path):

@@ -124,19 +124,19 @@ def test_failing_pipe_command_is_one_shard_record(tmp_path):
 
 
 def test_folder_source_labels_from_subfolders(tmp_path):
-    keys = write_folder(tmp_path, {"cat": 2, "dog": 3})
+    keys = [k + ".png" for k in write_folder(tmp_path, {"cat": 2, "dog": 3})]  # key: the media file's path
     (tmp_path / "dog" / "img000.pkl").write_bytes(b"\x80")
     got, errors = split(list(read_shard(str(tmp_path))))
-    assert [(e.key, e.kind) for e in errors] == [("dog/img000", "unsafe")]
-    assert [s.key for s in got] == [k for k in keys if k != "dog/img000"]
+    assert [(e.key, e.kind) for e in errors] == [("dog/img000.png", "unsafe")]
+    assert [s.key for s in got] == [k for k in keys if k != "dog/img000.png"]
     labels = {s.key: int(s.members["cls"]) for s in got}
-    assert labels["cat/img001"] == 0 and labels["dog/img002"] == 1
+    assert labels["cat/img001.png"] == 0 and labels["dog/img002.png"] == 1
     assert all("png" in s.members for s in got)
     flat = tmp_path / "flat"
     flat.mkdir()
     (flat / "x.png").write_bytes(image_bytes(8, 8))
     (s,) = list(read_shard(str(flat)))
-    assert s.key == "x" and "cls" not in s.members
+    assert s.key == "x.png" and "cls" not in s.members
 
 
 def test_fetch_samples_rereads_by_index(tmp_path):

@@ -304,10 +304,11 @@ def test_a_sample_of_many_members_under_the_cap_is_bounded_as_a_whole():
 def test_a_folder_sample_of_many_files_is_bounded_as_a_whole(tmp_path):
     from patchpack.sources import read_shard
 
-    for j in range(6):
+    (tmp_path / "x.png").write_bytes(b"a" * 3900)
+    for j in range(6):  # sidecars of x.png
         (tmp_path / f"x.m{j}").write_bytes(b"a" * 3900)
     (tmp_path / "y.png").write_bytes(H.ok_image(0))
     recs = list(read_shard(str(tmp_path), max_member_bytes=4000))
     bad = [r for r in recs if not hasattr(r, "members")]
-    assert [(r.key, r.kind) for r in bad] == [("x", "oversize-member")]
-    assert [r.key for r in recs if hasattr(r, "members")] == ["y"]
+    assert [(r.key, r.kind) for r in bad] == [("x.png", "oversize-member")]
+    assert [r.key for r in recs if hasattr(r, "members")] == ["y.png"]
