@@ -9,8 +9,10 @@ import numpy as np
 
 from ..storage.manifest import is_patchpack_folder
 from ..storage.manifest import list_shards
+from .parquet import datasets_files
+from .remote import check_remote, glob_remote, is_remote
 from .sample import ShardTask
-from .wds import expand_urls, shuffle_urls
+from .wds import expand_urls, local_path, shuffle_urls
 
 __all__ = ["expand_sources", "plan_shards", "resampled_task", "shard_order"]
 
@@ -18,19 +20,31 @@ __all__ = ["expand_sources", "plan_shards", "resampled_task", "shard_order"]
 def expand_sources(urls: str | Sequence[str]) -> list[str]:
     """Expand brace patterns (``"data-{000..009}.tar"``) and ``::``-joined lists into urls.
 
-    Accepts one string or a sequence of strings; folders are kept as they are.
+    Accepts one string or a sequence of strings. Local folders are kept as they are, except a
+    ``patchpack preprocess`` output (its shards) and a ``datasets`` ``save_to_disk`` folder (its
+    Arrow files). Remote urls (``s3://``, ``hf://``, ``http(s)://`` ...) stay urls: nothing local
+    is looked at; a ``*``, ``?`` or ``[`` in one is a glob listed through fsspec.
+
+    Raises:
+        ValueError: no urls; a pattern too large; a remote url that cannot be read here (no
+            fsspec or driver: what to install) or a remote glob that matches nothing; a
+            ``datasets`` ``DatasetDict`` folder (name a split).
     """
     if isinstance(urls, (str, os.PathLike)):
         urls = [os.fspath(urls)]
     out: list[str] = []
     for u in urls:
         u = os.fspath(u)
-        if not os.path.isdir(u):
+        if local_path(u) is None:  # remote, pipe: or stdin: urls, never file-system paths
+            for url in expand_urls(u):
+                check_remote(url)
+                out.extend(glob_remote(url) if is_remote(url) else [url])
+        elif not os.path.isdir(u):
             out.extend(expand_urls(u))
         elif os.path.isfile(os.path.join(u, "manifest.json")) and is_patchpack_folder(u):
             out.extend(str(p) for p in list_shards(u))  # a `patchpack preprocess` output
         else:
-            out.append(u)
+            out.extend(datasets_files(u) or [u])
     if not out:
         raise ValueError("no shard urls given")
     return out

@@ -17,6 +17,7 @@ from typing import Callable, Iterable, Iterator, NamedTuple, Protocol
 from ..errors import ErrorRecord
 from ..registry import Registry
 from .folder import read_folder
+from .parquet import datasets_arrow_reader, is_datasets_arrow, is_parquet_url, parquet_reader
 from .sample import Sample, ShardTask
 from .tar import DEFAULT_MAX_MEMBER_BYTES, read_tar
 
@@ -103,6 +104,8 @@ def _arrow(url: str, start: int, owns: Callable[[int], bool], options: ReadOptio
 register_source("tar", _tar, lambda url: True)
 register_source("arrow", _arrow, lambda url: url.endswith(".arrow"))
 register_source("folder", _folder, os.path.isdir)
+register_source("parquet", parquet_reader, is_parquet_url)
+register_source("datasets-arrow", datasets_arrow_reader, is_datasets_arrow)  # save_to_disk, not patchpack shards
 
 
 def _all(index: int) -> bool:

@@ -8,10 +8,13 @@ expansion (:func:`expand_urls`, with ``braceexpand``, webdataset's own dependenc
 seeded shard shuffle (:func:`shuffle_urls`). Tars themselves are walked by
 :func:`patchpack.sources.tarscan.scan_tar`.
 Local paths and ``file:`` urls are opened directly, ``pipe:`` urls by
-:class:`~patchpack.sources.pipe.PipeReader` (every byte, then the command's status); any other
-url (``http:``, ``s3:`` ...) goes through ``webdataset.gopen``, imported only then; when that
-starts a download command, its output is read by the same :class:`PipeReader`. ``pipe:`` urls
-are refused under webdataset's ``WDS_SECURE=1``.
+:class:`~patchpack.sources.pipe.PipeReader` (every byte, then the command's status), object-store
+and web urls (``s3://``, ``gs://``, ``hf://``, ``http(s)://``, ``memory://``:
+:data:`~patchpack.sources.remote.REMOTE_SCHEMES`) through fsspec by
+:func:`~patchpack.sources.remote.open_remote` (chunked, length-checked, bounded retries); any
+other ``scheme://`` url goes through ``webdataset.gopen``, imported only then; when that starts
+a download command, its output is read by the same :class:`PipeReader`. ``pipe:`` urls are
+refused under webdataset's ``WDS_SECURE=1``.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import braceexpand
 
 from .files import open_regular
 from .pipe import PipeReader
+from .remote import is_remote, open_remote
 
 __all__ = ["base_plus_ext", "expand_urls", "shuffle_urls", "open_url", "local_path", "missing_local", "SKIP_META"]
 
@@ -161,7 +165,8 @@ def missing_local(urls: Sequence[str]) -> list[str]:
 def open_url(url: str) -> IO[bytes]:
     """A binary stream of ``url``: local regular files directly (:func:`open_regular`: a FIFO or
     a device is refused), ``pipe:`` commands through
-    :class:`PipeReader` (call its ``finish()`` at the end for the status), other schemes through
+    :class:`PipeReader` (call its ``finish()`` at the end for the status), object stores and the
+    web through fsspec (:func:`~patchpack.sources.remote.open_remote`), other schemes through
     ``webdataset.gopen``."""
     if url.startswith("pipe:"):
         if os.environ.get("WDS_SECURE", "0") not in ("", "0"):
@@ -171,6 +176,8 @@ def open_url(url: str) -> IO[bytes]:
     path = local_path(url)
     if path is not None:
         return open_regular(path)
+    if is_remote(url):
+        return open_remote(url)
     from webdataset.gopen import gopen  # check_layers: allow (remote urls only; imports torch)
 
     stream = gopen(url)

@@ -35,3 +35,16 @@ def test_a_pattern_over_the_limit_is_refused_before_it_is_expanded():
     assert len(expand_urls("a-{0..9}.tar::b-{0..4}.tar", limit=15)) == 15
     with pytest.raises(ValueError, match="more than 14 urls"):
         expand_urls("a-{0..9}.tar::b-{0..4}.tar", limit=14)
+
+
+def test_object_store_urls_go_through_fsspec_and_other_schemes_keep_gopen(monkeypatch):
+    from patchpack.sources import remote
+    from patchpack.sources.wds import local_path, missing_local, open_url
+
+    urls = ["s3://b/a.tar", "gs://b/a.tar", "hf://datasets/u/d/a.parquet", "https://h/a.tar", "memory://x/a.tar"]
+    assert all(remote.is_remote(u) and local_path(u) is None for u in urls)
+    assert missing_local(urls) == []
+    assert not any(remote.is_remote(u) for u in ("pipe:cat a.tar", "file:///a.tar", "a.tar", "fake://h/a.tar"))
+    opened = []
+    monkeypatch.setattr("patchpack.sources.wds.open_remote", lambda url: opened.append(url) or "stream")
+    assert open_url("https://h/a.tar") == "stream" and opened == ["https://h/a.tar"]
