@@ -44,40 +44,43 @@ class _Handler(BaseHTTPRequestHandler):
         if not os.path.isfile(path):
             self.send_error(404)
             return None, None
-        with open(path, "rb") as fh:
-            return name, fh.read()
+        return name, path
 
     def do_HEAD(self):
-        name, data = self._file()
-        if data is not None:
+        name, path = self._file()
+        if path is not None:
             self.send_response(200)
-            self.send_header("Content-Length", str(len(data)))
+            self.send_header("Content-Length", str(os.path.getsize(path)))
             self.send_header("Accept-Ranges", "bytes" if self.server.ranges else "none")
             self.end_headers()
 
     def do_GET(self):
-        name, data = self._file()
-        if data is None:
+        name, path = self._file()
+        if path is None:
             return
-        start, end = 0, len(data)
+        size = os.path.getsize(path)
+        start, end = 0, size
         m = re.match(r"bytes=(\d+)-(\d*)", self.headers.get("Range") or "")
         if m and self.server.ranges:
-            start, end = int(m.group(1)), min(len(data), int(m.group(2) or len(data) - 1) + 1)
+            start, end = int(m.group(1)), min(size, int(m.group(2) or size - 1) + 1)
             self.send_response(206)
-            self.send_header("Content-Range", f"bytes {start}-{end - 1}/{len(data)}")
+            self.send_header("Content-Range", f"bytes {start}-{end - 1}/{size}")
         else:
             self.send_response(200)
         self.send_header("Content-Length", str(end - start))
         self.end_headers()
         drop = self.server.drops.get(name)
-        if drop is not None and drop[1] > 0 and start <= drop[0] < end:
-            drop[1] -= 1
-            self.wfile.write(data[start:drop[0]])
-            self.wfile.flush()
-            self.server.client_read.wait(timeout=5)  # when set by a test: once the client has read
-            self.close_connection = True
-            return  # the connection closes short of Content-Length
-        self.wfile.write(data[start:end])
+        cut = drop is not None and drop[1] > 0 and start <= drop[0] < end
+        with open(path, "rb") as fh:
+            fh.seek(start)
+            if cut:
+                drop[1] -= 1
+                self.wfile.write(fh.read(drop[0] - start))
+                self.wfile.flush()
+                self.server.client_read.wait(timeout=5)  # when set by a test: once the client has read
+                self.close_connection = True
+                return  # the connection closes short of Content-Length
+            self.wfile.write(fh.read(end - start))
 
 
 @pytest.fixture
