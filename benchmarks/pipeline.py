@@ -246,7 +246,8 @@ def run_naive_augmented(urls: list[str]) -> tuple[int, float, float]:
     import webdataset as wds
     from PIL import Image
 
-    from patchpack.augment import CROP_STREAM, PIXEL_STREAM, AugmentConfig, apply_pixels, draw_crop
+    from patchpack.augment import AugmentConfig, apply_pixels, draw_crop
+    from patchpack.rng import CROP_STREAM, PIXEL_STREAM
     from patchpack.fit import FitConfig, fit
     from patchpack.rng import example_rng
 

@@ -17,7 +17,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "PackedBatch": "patchpack.loader.batch",
     "collate": "patchpack.loader.batch",
-    "make_loader": "patchpack.loader.dataset",
+    "make_loader": "patchpack.loader.packed_loader",
     "LoaderConfig": "patchpack.config",
     "DropConfig": "patchpack.drop",
     "drop_rate": "patchpack.drop",

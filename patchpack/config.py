@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections import defaultdict
-from dataclasses import InitVar, dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from .augment import AugmentConfig
@@ -44,18 +44,16 @@ class LoaderConfig:
         max_per_seq: ``E``, examples per packed sequence, which is also the example slots
             per row of a batch (``grids [B, E, 3]``). Setting it caps the packer too when
             ``pack.max_per_seq`` is unset; ``None``: ``pack.max_per_seq``, or the batch's
-            largest row when that is ``None``. (Formerly ``max_examples``, still accepted
-            with a ``DeprecationWarning``.)
+            largest row when that is ``None``.
         seed: seed of the shard shuffle and of every per-example generator.
         shuffle_shards: shuffle the shard order each epoch (seeded by ``(seed, epoch)``).
         epochs: epochs per pass over the loader (``None``: repeat forever). Each new
             pass (``for batch in loader``) continues with the next epoch.
         resampled: infinite stream of shards drawn with replacement per consumer
             (no exactly-once; ``epochs`` is ignored).
-        training: draw drop rates (``False``: keep every token, as at evaluation).
-        progress_samples: samples in the whole training run, for the drop schedule:
-            progress = samples seen by this consumer * consumers / progress_samples
-            (``None``: progress 0).
+        training: draw drop rates (``False``: keep every token, as at evaluation). The drop
+            schedule's progress comes from where each example sits in the run (its epoch and
+            its shard's place in the epoch) over ``drop.schedule_epochs``.
         errors: ``"record"`` (count, report and go on) or ``"raise"`` (debugging;
             with workers the DataLoader re-raises it as ``RuntimeError``).
         errors_path: JSONL file the main process appends error records to.
@@ -65,8 +63,22 @@ class LoaderConfig:
             ``checksum`` record and the shard is not used.
         max_member_bytes: largest tar member or folder file read (bytes, checked before
             reading; default 256 MiB); a larger one is an ``oversize-member`` record.
-        label_field: member holding the integer label: ``"cls"`` (text integer), or
-            ``"json:<name>"`` for a key of the ``json`` member. Missing -> label -1.
+        label_field: member holding the label(s): ``"cls"`` (text integers), or
+            ``"json:<name>"`` for a key of the ``json`` member (an integer or a list of them).
+            Missing -> unlabelled (label -1).
+        fields: per-example text fields carried with each example (``PackedBatch.texts``):
+            a member name (``"txt"``) or ``"json:<key>"``; a trailing ``?`` makes a field
+            optional (``None`` when absent). A required field that is missing, not UTF-8,
+            holding NUL bytes or over ``field_max_bytes`` is a ``bad-field`` record.
+        field_max_bytes: largest field read (bytes; default 64 KiB).
+        text_field: the field that fills ``PackedBatch.texts`` (default: the first of ``fields``).
+        tokenizer: tokenizes ``texts`` into ``text_ids``/``text_mask [B, E, text_len]`` in the
+            worker: any callable ``str -> list[int]``, or an object with the Hugging Face
+            tokenizer call convention (``tok(texts, ...)["input_ids"]``). Must be picklable.
+            ``None``: no token ids.
+        text_len: ``T``, tokens per text (longer texts are truncated and counted).
+        num_classes: ``C``: batches get multi-hot ``targets [B, E, C]`` from each example's
+            label set (multi-label training); ``None``: no targets.
         rank, world_size: override the distributed position (default:
             ``torch.distributed`` when initialised, else ``RANK`` / ``WORLD_SIZE``).
         augment: training-time augmentation (:class:`~patchpack.augment.AugmentConfig`;
@@ -95,7 +107,6 @@ class LoaderConfig:
     epochs: int | None = 1
     resampled: bool = False
     training: bool = True
-    progress_samples: int | None = None
     errors: str = "record"
     errors_path: str | None = None
     verify: str = "sha256"
@@ -106,13 +117,18 @@ class LoaderConfig:
     augment: AugmentConfig | None = None
     decode_threads: int = 1
     packed_shards: str = "serve"
-    max_examples: InitVar[int | None] = None
+    fields: tuple[str, ...] = ()
+    field_max_bytes: int = 64 * 2**10
+    text_field: str | None = None
+    tokenizer: Any = None
+    text_len: int = 64
+    num_classes: int | None = None
 
-    def __post_init__(self, max_examples: int | None = None) -> None:
-        if max_examples is not None:
-            warnings.warn("LoaderConfig(max_examples=) is now max_per_seq=", DeprecationWarning, stacklevel=3)
-            if self.max_per_seq is None:
-                object.__setattr__(self, "max_per_seq", max_examples)
+    def __post_init__(self) -> None:
+        if isinstance(self.fields, str):
+            object.__setattr__(self, "fields", (self.fields,))
+        object.__setattr__(self, "fields", tuple(self.fields))
+        self._check_text()
         if self.max_per_seq is not None and self.pack.max_per_seq is None:
             object.__setattr__(self, "pack", replace(self.pack, max_per_seq=self.max_per_seq))
         if self.augment is True:
@@ -144,7 +160,7 @@ class LoaderConfig:
         if self.video is not None and self.video.max_tokens is not None and self.video.max_tokens < m * m:
             raise ValueError(f"video max_tokens={self.video.max_tokens} is below one {m}x{m} grid "
                              f"(fit.grid_multiple={m}): raise max_tokens to at least {m * m}")
-        if self.label_field != "cls" and not self.label_field.startswith("json:"):
+        if self.label_field != "cls" and not (self.label_field.startswith("json:") and len(self.label_field) > 5):
             raise ValueError("label_field must be 'cls' or 'json:<key>'")
         need, have = self.batch_bytes, _physical_memory()
         if have is not None and need > have:
@@ -154,6 +170,31 @@ class LoaderConfig:
         problem = budget_problem(self)
         if problem is not None:
             warnings.warn(problem, ConfigWarning, stacklevel=3)
+
+    def _check_text(self) -> None:
+        names = [f.removesuffix("?") for f in self.fields]
+        for spec, name in zip(self.fields, names):
+            if not isinstance(spec, str) or not name or (name.startswith("json:") and len(name) == 5):
+                raise ValueError(f"fields: {spec!r} is not a member name ('txt') or 'json:<key>' (a trailing '?' "
+                                 "makes it optional)")
+        if len(set(names)) != len(names):
+            raise ValueError(f"fields: a field is named twice in {list(self.fields)}")
+        if self.text_field is not None and self.text_field not in names:
+            raise ValueError(f"text_field={self.text_field!r} is not one of fields={names}")
+        if self.field_max_bytes < 1 or self.text_len < 1:
+            raise ValueError("field_max_bytes and text_len must be >= 1")
+        if self.tokenizer is not None and not callable(self.tokenizer):
+            raise TypeError(f"tokenizer must be callable (str -> list[int], or a Hugging Face tokenizer), got "
+                            f"{type(self.tokenizer).__name__}")
+        if self.tokenizer is not None and not names:
+            raise ValueError("a tokenizer needs text: pass fields=('txt',) (or the member holding the captions)")
+        if self.num_classes is not None and self.num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {self.num_classes}")
+
+    @property
+    def text_name(self) -> str | None:
+        """The field that fills ``PackedBatch.texts``: :attr:`text_field`, else the first field."""
+        return self.text_field or (self.fields[0].removesuffix("?") if self.fields else None)
 
     @property
     def batch_bytes(self) -> int:
@@ -192,10 +233,6 @@ class LoaderConfig:
         """A copy with fields replaced; sub-config fields by name (``seq_len=``,
         ``patch_size=``, ``max_patches=``) or ``section__name`` (``image__max_pixels=``)."""
         own = {f.name for f in fields(self)}
-        if "max_examples" in overrides:
-            warnings.warn("the max_examples option is now max_per_seq", DeprecationWarning, stacklevel=2)
-            overrides.setdefault("max_per_seq", overrides.pop("max_examples"))
-            overrides.pop("max_examples", None)
         if "max_per_seq" in overrides:  # E is one concept: the packer's cap and the row's slots
             overrides.setdefault("pack__max_per_seq", overrides["max_per_seq"])
         top = {k: v for k, v in overrides.items() if k in own}

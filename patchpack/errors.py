@@ -10,37 +10,79 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import asdict, dataclass
+from enum import Enum
 from typing import IO
 
-__all__ = ["ErrorRecord", "SampleError", "ERROR_KINDS", "ERROR_POLICIES"]
+__all__ = ["ErrorRecord", "SampleError", "ResumeError", "ErrorKind", "Scope", "ERROR_KINDS", "ERROR_POLICIES"]
 
-#: Known error kinds (a record may carry another kind; these are the documented ones).
-ERROR_KINDS = {
-    "empty": "zero-byte sample payload",
-    "truncated": "file ends early (image, video or tar member)",
-    "corrupt": "bytes do not decode",
-    "not-media": "payload is not an image or video although its extension says so",
-    "too-large": "dimensions exceed the decompression-bomb limit",
-    "unsafe": "member would need unpickling or code execution; never loaded",
-    "no-media": "sample has no image or video member",
-    "no-frames": "video has no decodable frames",
-    "no-video-stream": "container has no video stream (e.g. audio only)",
-    "unsupported": "codec or format FFmpeg/Pillow cannot open",
-    "bad-label": "label member present but not parseable",
-    "oversize": "more tokens than the sequence length (oversize='skip')",
-    "shard": "the shard itself could not be read (missing, truncated tar)",
-    "bad-header": "damaged tar header (checksum or field); the reader resynchronised on the next valid header",
-    "link": "symlink or hard-link member or file; links are never followed",
-    "special-file": "FIFO, device, directory or other non-regular member or file; never read",
-    "sparse": "GNU sparse tar member; its claimed size is never materialised",
-    "oversize-member": "tar member or folder file larger than max_member_bytes, or a sample whose members "
-                       "together exceed 4 x max_member_bytes; never read",
-    "bad-name": "member name that cannot be used as a key (empty, NUL)",
-    "meta-member": "tar member named like webdataset metadata (__name__); not a sample, not read",
-    "bad-row": "patchpack shard row inconsistent with itself or the budget (token count, grid, dtype)",
-    "checksum": "shard bytes differ from the manifest's sha256",
-    "failed": "an exception no stage typed, caught so the stream goes on (type and message in the record)",
-}
+class Scope(str, Enum):
+    """What an error record is about: one sample, a whole shard, or the configuration."""
+
+    SAMPLE = "sample"
+    SHARD = "shard"
+    CONFIG = "config"
+
+
+class ErrorKind(str, Enum):
+    """The documented kinds of :class:`ErrorRecord` (a record may carry another kind, e.g. from a
+    user's reader: it then counts as a sample error). Each kind has a :attr:`scope` and a
+    :attr:`description`; the members compare equal to their strings (``ErrorKind.SHARD == "shard"``)."""
+
+    EMPTY = ("empty", "zero-byte sample payload")
+    TRUNCATED = ("truncated", "file ends early (image, video or tar member)")
+    CORRUPT = ("corrupt", "bytes do not decode")
+    NOT_MEDIA = ("not-media", "payload is not an image or video although its extension says so")
+    TOO_LARGE = ("too-large", "dimensions (declared or decoded) exceed the decompression-bomb limit")
+    TOO_SLOW = ("too-slow", "decoding would take more work than the per-sample bound allows (e.g. a JPEG of "
+                "thousands of progressive scans)")
+    UNSAFE = ("unsafe", "member would need unpickling or code execution; never loaded")
+    NO_MEDIA = ("no-media", "sample has no image or video member")
+    NO_FRAMES = ("no-frames", "video has no decodable frames")
+    NO_VIDEO_STREAM = ("no-video-stream", "container has no video stream (e.g. audio only)")
+    UNSUPPORTED = ("unsupported", "codec or format FFmpeg/Pillow cannot open")
+    BAD_LABEL = ("bad-label", "label member present but not parseable, or outside [-1, 2**31-1]")
+    BAD_FIELD = ("bad-field", "a text field missing (when required), not UTF-8, holding NUL bytes, over its byte "
+                 "cap, or not a string")
+    OVERSIZE = ("oversize", "more tokens than the sequence length (oversize='skip')")
+    SHARD = ("shard", "the shard could not be read to its end (damaged stream, failing command or server)",
+             Scope.SHARD)
+    UNREADABLE = ("unreadable", "the shard could not be opened or read at all (missing, no access, not a "
+                  "shard); nothing of it was used", Scope.SHARD)
+    CHECKSUM = ("checksum", "shard bytes differ from the manifest's sha256", Scope.SHARD)
+    BAD_HEADER = ("bad-header", "damaged tar header (checksum or field); the reader resynchronised on the next "
+                  "valid header")
+    LINK = ("link", "symlink or hard-link member or file; links are never followed")
+    SPECIAL_FILE = ("special-file", "FIFO, device, directory or other non-regular member or file; never read")
+    SPARSE = ("sparse", "GNU sparse tar member; its claimed size is never materialised")
+    OVERSIZE_MEMBER = ("oversize-member", "tar member or folder file larger than max_member_bytes, or a sample "
+                       "whose members together exceed 4 x max_member_bytes; never read")
+    BAD_NAME = ("bad-name", "member name that cannot be used as a key (empty, NUL, too long)")
+    META_MEMBER = ("meta-member", "tar member named like webdataset metadata (__name__); not a sample, not read")
+    BAD_ROW = ("bad-row", "patchpack shard row inconsistent with itself or the budget (token count, grid, dtype)")
+    FAILED = ("failed", "an exception no stage typed, caught so the stream goes on (type and message in the "
+              "record)")
+
+    def __new__(cls, value: str, description: str, scope: Scope = Scope.SAMPLE) -> "ErrorKind":
+        member = str.__new__(cls, value)
+        member._value_ = value
+        member.description = description
+        member.scope = scope
+        return member
+
+    def __str__(self) -> str:
+        return self.value
+
+    @classmethod
+    def scope_of(cls, kind: str) -> Scope:
+        """The scope of ``kind``; a kind that is not documented is about one sample."""
+        try:
+            return cls(kind).scope
+        except ValueError:
+            return Scope.SAMPLE
+
+
+#: kind -> description, for documentation and ``--help``.
+ERROR_KINDS = {k.value: k.description for k in ErrorKind}
 
 ERROR_POLICIES = ("record", "raise")
 
@@ -55,7 +97,7 @@ class ErrorRecord:
         key: the sample key (``__key__``), or the shard url for shard-level errors.
         shard: shard url or folder the sample came from.
         stage: pipeline stage that failed: ``source``, ``decode``, ``fit``, ``pack``.
-        kind: short machine-readable kind, see :data:`ERROR_KINDS`.
+        kind: short machine-readable kind, see :class:`ErrorKind`.
         message: human-readable detail.
     """
 
@@ -67,6 +109,12 @@ class ErrorRecord:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "message", _ADDRESS.sub("", self.message))
+        object.__setattr__(self, "kind", str(self.kind))
+
+    @property
+    def scope(self) -> Scope:
+        """Whether the record is about one sample, a whole shard or the configuration."""
+        return ErrorKind.scope_of(self.kind)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -85,3 +133,8 @@ class SampleError(Exception):
 
     def record(self, key: str | None = None, shard: str | None = None) -> ErrorRecord:
         return ErrorRecord(key or self.key, shard or self.shard, self.stage, self.kind, self.message)
+
+
+class ResumeError(ValueError):
+    """A saved loader state cannot be resumed: damaged, impossible, or for other shards or
+    options. Its message is one line naming the field or the shard."""

@@ -7,12 +7,16 @@ import hashlib
 import numpy as np
 from numpy.random.bit_generator import ISeedSequence
 
-__all__ = ["example_rng", "FIT_STREAM", "DROP_STREAM"]
+__all__ = ["example_rng", "FIT_STREAM", "DROP_STREAM", "CROP_STREAM", "PIXEL_STREAM"]
 
 #: stream 0 draws the fitted size (sampled fit modes) and then the drop rate
 FIT_STREAM = 0
 #: stream 1 draws which tokens are dropped
 DROP_STREAM = 1
+#: stream 2 draws the augmentation crop and flip (from the header size)
+CROP_STREAM = 2
+#: stream 3 draws the photometric augmentation (on decoded pixels)
+PIXEL_STREAM = 3
 
 
 class _DigestSeed(ISeedSequence):

@@ -37,6 +37,7 @@ class PackStats:
         source_tokens: tokens before dropping, over examples seen by :meth:`add_example`.
         dropped_tokens: tokens removed by dropping (and by oversize truncation).
         errors: error records counted; ``error_kinds`` by kind.
+        texts: texts tokenized into ``text_ids``; ``truncated_texts``: those cut to ``text_len``.
         wait_max, wait_sum: arrivals an example spent in the packer (max, total).
         examples_per_seq: examples in a sequence -> number of sequences.
         tokens_per_example: power-of-two bucket of packed tokens -> examples.
@@ -53,6 +54,8 @@ class PackStats:
     source_tokens: int = 0
     dropped_tokens: int = 0
     errors: int = 0
+    texts: int = 0
+    truncated_texts: int = 0
     wait_max: int = 0
     wait_sum: int = 0
     error_kinds: dict[str, int] = field(default_factory=dict)
@@ -184,6 +187,8 @@ class PackStats:
             f"({100 * self.drop_fraction:.1f}% of {self.source_tokens:,})",
             f"wait in packer    mean {self.mean_wait:.1f}, max {self.max_wait} arrivals",
         ]
+        if self.texts:
+            lines.append(f"texts             {self.texts:,} tokenized, {self.truncated_texts:,} cut to text_len")
         kinds = ", ".join(f"{k}={v}" for k, v in sorted(self.error_kinds.items())) or "none"
         lines.append(f"errors            {self.errors} ({kinds})")
         return "\n".join(lines)

@@ -18,15 +18,14 @@ def test_max_per_seq_is_the_slot_count_and_the_packer_cap():
         LoaderConfig(max_per_seq=2, pack=PackConfig(max_per_seq=5))
 
 
-def test_max_examples_is_a_deprecated_spelling():
-    with pytest.deprecated_call():
-        cfg = LoaderConfig(max_examples=5)
-    assert cfg.max_per_seq == 5
-    with pytest.deprecated_call():
-        assert LoaderConfig().with_overrides(max_examples=3).max_per_seq == 3
+def test_max_examples_is_not_an_option_any_more():
+    with pytest.raises(TypeError):
+        LoaderConfig(max_examples=5)
+    with pytest.raises(TypeError, match="did you mean 'max_per_seq'"):
+        LoaderConfig().with_overrides(max_per_sq=3)
 
 
-def test_collate_takes_max_per_seq_and_the_old_keyword():
+def test_collate_takes_max_per_seq():
     import numpy as np
 
     from patchpack.loader.batch import collate
@@ -35,5 +34,5 @@ def test_collate_takes_max_per_seq_and_the_old_keyword():
     patches, pos = patchify(np.zeros((4, 4, 3), np.uint8), 2)
     rows = [[Tokens("a", patches, pos, (1, 2, 2))]]
     assert collate(rows, 8, max_per_seq=3).max_per_seq == 3
-    with pytest.deprecated_call():
-        assert collate(rows, 8, max_examples=2).grids.shape[1] == 2
+    with pytest.raises(TypeError):
+        collate(rows, 8, max_examples=2)

@@ -12,7 +12,7 @@ from patchpack.config import ConfigWarning, LoaderConfig, budget_problem, larges
 from patchpack.decode.video.config import VideoConfig
 from patchpack.drop import DropConfig
 from patchpack.fit.image import FitConfig, fit_grid
-from patchpack.loader.dataset import make_loader
+from patchpack.loader import make_loader
 from patchpack.offline.config import PreprocessConfig
 from patchpack.offline.engines import preprocess
 from patchpack.pack.config import PackConfig

@@ -9,12 +9,12 @@ grayscale, a size-preserving RandAugment subset, a user ``transform(pixels, rng)
 hook) runs on the decoded uint8 pixels before they are cut into tokens.
 
 Everything is seeded per example: the geometric draw from the stream
-:data:`CROP_STREAM` and the pixel draws from :data:`PIXEL_STREAM` of
+:data:`patchpack.rng.CROP_STREAM` and the pixel draws from :data:`patchpack.rng.PIXEL_STREAM` of
 ``patchpack.rng.example_rng(seed, epoch, key, stream)``, so results do not depend on
 worker count or arrival order. Only numpy here.
 """
 
-from .config import CROP_STREAM, PIXEL_STREAM, RAND_OPS, AugmentConfig
+from .config import RAND_OPS, AugmentConfig
 from .geometric import CropBox, apply_box, crop_box, draw_crop, stored_box
 from .photometric import TransformError, apply_pixels
 
@@ -23,8 +23,6 @@ __all__ = [
     "CropBox",
     "TransformError",
     "RAND_OPS",
-    "CROP_STREAM",
-    "PIXEL_STREAM",
     "draw_crop",
     "crop_box",
     "stored_box",

@@ -18,16 +18,14 @@ from typing import Callable
 
 import numpy as np
 
-__all__ = ["AugmentConfig", "RAND_OPS", "CROP_STREAM", "PIXEL_STREAM"]
+from ..rng import CROP_STREAM, PIXEL_STREAM
+
+__all__ = ["AugmentConfig", "RAND_OPS"]
 
 #: size-preserving RandAugment operations (see :mod:`patchpack.augment.photometric`)
 RAND_OPS = ("identity", "autocontrast", "equalize", "posterize", "solarize", "sharpness", "brightness",
             "contrast", "color")
 
-#: per-example RNG stream of the geometric draw (crop box, flip), made at header time
-CROP_STREAM = 2
-#: per-example RNG stream of the photometric draws and the user hook, made after decode
-PIXEL_STREAM = 3
 
 
 def _pair(name: str, value) -> tuple[float, float]:

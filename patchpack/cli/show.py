@@ -32,7 +32,7 @@ def _out_path(out: Path, i: int) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..loader.dataset import make_loader  # the loader composes the pipeline; imported only here
+    from ..loader import make_loader  # the loader composes the pipeline; imported only here
 
     urls = checks.check_sources(args.urls)
     overrides = {

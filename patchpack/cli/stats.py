@@ -59,7 +59,7 @@ def build_config(args: argparse.Namespace) -> LoaderConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..loader.dataset import make_loader
+    from ..loader import make_loader
 
     urls = checks.check_sources(args.urls)
     checks.check_output_folder(args.report, "--report")

@@ -1,12 +1,13 @@
 """The torch edge: ``PackedBatch``/``collate`` and the ``DataLoader`` of packed batches with resume."""
 
 from ..config import LoaderConfig
-from ..rng import example_rng
 from .batch import PackedBatch, collate, cu_seqlens
-from .dataset import PackedDataset, PackedLoader, batch_of, dist_info, make_loader
+from .dataset import PackedDataset, batch_of, dist_info
+from .packed_loader import PackedLoader, make_loader
 from .resume import gather_states
+from .wait import DataWait
 
 __all__ = [
     "LoaderConfig", "PackedBatch", "collate", "cu_seqlens", "PackedDataset", "PackedLoader", "make_loader",
-    "dist_info", "batch_of", "example_rng", "gather_states",
+    "dist_info", "batch_of", "gather_states", "DataWait",
 ]

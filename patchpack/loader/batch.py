@@ -2,26 +2,30 @@
 
 For ``B`` sequences of length ``L`` holding at most ``E`` examples each:
 
-=============== ===================== ==================================================
-field           dtype, shape          meaning
-=============== ===================== ==================================================
-``patches``     uint8 ``[B, L, D]``   ``D = pt*p*p*C``; padding rows are zero
-``segment_ids`` int32 ``[B, L]``      0 = padding, ``1..E`` = example slot in the row
-``positions``   int32 ``[B, L, 3]``   ``(t, y, x)`` of each token in its example's grid
-``grids``       int32 ``[B, E, 3]``   ``(T, H, W)`` grid of each slot (0 for empty slots)
-``labels``      int64 ``[B, E]``      per-example target, -1 for empty slots
-``sample_keys`` ``list[list[str]]``   sample keys per row, slot order
-=============== ===================== ==================================================
+=============== ========================= ==================================================
+field           dtype, shape              meaning
+=============== ========================= ==================================================
+``patches``     uint8 ``[B, L, D]``       ``D = pt*p*p*C``; padding rows are zero
+``segment_ids`` int32 ``[B, L]``          0 = padding, ``1..E`` = example slot in the row
+``positions``   int32 ``[B, L, 3]``       ``(t, y, x)`` of each token in its example's grid
+``grids``       int32 ``[B, E, 3]``       ``(T, H, W)`` grid of each slot (0 for empty slots)
+``labels``      int64 ``[B, E]``          single-class target, -1 for empty slots (and for an
+                                          example with no label or several)
+``sample_keys`` ``list[list[str]]``       sample keys per row, slot order
+``texts``       ``list[list[str|None]]``  per-slot text (``LoaderConfig.fields``), or ``None``
+``text_ids``    int32 ``[B, E, T]``       tokenized ``texts`` (with a tokenizer), 0-padded
+``text_mask``   bool ``[B, E, T]``        real tokens of ``text_ids``
+``targets``     float32 ``[B, E, C]``     multi-hot label sets (with ``num_classes``)
+=============== ========================= ==================================================
 
 Pixels stay uint8 until the device; normalise there (the model does). A batch is also a
-mapping of its five tensors, so ``model(**batch)`` works.
+mapping of its tensors (the five always present, and ``text_ids``/``text_mask``/``targets``
+when the loader makes them), so ``model(**batch)`` works.
 """
 
 from __future__ import annotations
 
-import warnings
-from dataclasses import dataclass, field
-from collections.abc import KeysView, Mapping
+from collections.abc import Mapping
 from typing import Any, Iterator, Sequence
 
 import numpy as np
@@ -29,122 +33,72 @@ import torch
 
 from ..tokenize import Tokens
 
-__all__ = ["PackedBatch", "collate", "cu_seqlens"]
+__all__ = ["PackedBatch", "collate", "cu_seqlens", "TENSORS", "OPTIONAL_TENSORS"]
+
+#: the tensors every batch has
+TENSORS = ("patches", "segment_ids", "positions", "grids", "labels")
+#: the tensors a batch has when its loader makes them (text fields with a tokenizer, num_classes)
+OPTIONAL_TENSORS = ("text_ids", "text_mask", "targets")
 
 
-_TENSORS = ("patches", "segment_ids", "positions", "grids", "labels")
-_KEYS_MOVED = ("PackedBatch.keys as the sample keys is deprecated: use batch.sample_keys "
-               "(batch.keys() is the mapping's keys, as for a dict)")
-
-
-class _KeysAttribute(list):
-    """``batch.keys``: called, the mapping's keys (``dict`` protocol); used as a list, the sample
-    keys that field used to hold, with a ``DeprecationWarning`` (use ``batch.sample_keys``)."""
-
-    __slots__ = ("_view",)
-    __hash__ = None  # type: ignore[assignment]
-
-    def __init__(self, rows: list[list[str]], view: KeysView) -> None:
-        super().__init__(rows)
-        self._view = view
-
-    def __call__(self) -> KeysView:
-        return self._view
-
-    def _deprecated(self) -> None:
-        warnings.warn(_KEYS_MOVED, DeprecationWarning, stacklevel=3)
-
-    def __getitem__(self, i):
-        self._deprecated()
-        return list.__getitem__(self, i)
-
-    def __iter__(self):
-        self._deprecated()
-        return list.__iter__(self)
-
-    def __len__(self) -> int:
-        self._deprecated()
-        return list.__len__(self)
-
-    def __eq__(self, other: object) -> bool:
-        self._deprecated()
-        return list.__eq__(self, other)
-
-    def __ne__(self, other: object) -> bool:
-        return not self == other
-
-
-@dataclass(init=False, eq=False)
 class PackedBatch(Mapping):
-    """A batch of packed sequences (see module docstring for the contract).
+    """A batch of packed sequences (see the module doc for the contract).
 
-    Also a read-only mapping of its five tensors (``patches``, ``segment_ids``, ``positions``,
-    ``grids``, ``labels``): ``model(**batch)``, ``batch["patches"]`` and ``dict(batch)`` work beside
-    attribute access. ``sample_keys`` and ``info`` are not in the mapping (they are not model
-    inputs). ``PackedBatch(mapping)`` rebuilds a batch from those tensors, as HF ``Trainer`` and
-    other tools do with ``type(batch)({...})``; such a batch has no ``sample_keys`` or ``info``.
-    ``len(batch)`` is the mapping's size (5); the batch size is :attr:`batch_size`.
+    Also a read-only mapping of its tensors: ``model(**batch)``, ``batch["patches"]`` and
+    ``dict(batch)`` work beside attribute access. ``sample_keys``, ``texts`` and ``info`` are not
+    in the mapping (they are not tensors). ``PackedBatch(mapping)`` rebuilds a batch from its
+    tensors, as HF ``Trainer`` and other tools do with ``type(batch)({...})``; such a batch has no
+    ``sample_keys``, ``texts`` or ``info``. ``len(batch)`` is the mapping's size; the batch size
+    is :attr:`batch_size`.
 
-    ``keys=``/``batch.keys`` as the sample keys is deprecated: the field is ``sample_keys``.
+    Attributes:
+        info: the worker's :class:`~patchpack.pipeline.info.StreamInfo` for this batch (resume
+            state, stats, errors), or ``None`` for a batch made outside a loader.
     """
 
-    patches: torch.Tensor
-    segment_ids: torch.Tensor
-    positions: torch.Tensor
-    grids: torch.Tensor
-    labels: torch.Tensor
-    #: sample keys per row, in slot order
-    sample_keys: list[list[str]]
-    #: Per-batch extras (e.g. loader state for resume, padding stats). Not tensors.
-    info: dict[str, Any] = field(default_factory=dict)
-
-    _TENSORS = _TENSORS
-
-    def __init__(
-        self,
-        patches: torch.Tensor | Mapping[str, torch.Tensor],
-        segment_ids: torch.Tensor | None = None,
-        positions: torch.Tensor | None = None,
-        grids: torch.Tensor | None = None,
-        labels: torch.Tensor | None = None,
-        sample_keys: list[list[str]] | None = None,
-        info: dict[str, Any] | None = None,
-        *,
-        keys: list[list[str]] | None = None,
-    ) -> None:
+    def __init__(self, patches: torch.Tensor | Mapping[str, torch.Tensor], segment_ids: torch.Tensor | None = None,
+                 positions: torch.Tensor | None = None, grids: torch.Tensor | None = None,
+                 labels: torch.Tensor | None = None, sample_keys: list[list[str]] | None = None, info: Any = None, *,
+                 texts: list[list[str | None]] | None = None, text_ids: torch.Tensor | None = None,
+                 text_mask: torch.Tensor | None = None, targets: torch.Tensor | None = None) -> None:
         if isinstance(patches, Mapping):
             given = dict(patches)
-            missing = [n for n in _TENSORS if n not in given]
-            if missing or any(t is not None for t in (segment_ids, positions, grids, labels)):
-                raise TypeError(f"PackedBatch(mapping) needs exactly the tensors {_TENSORS}; missing {missing}")
-            patches, segment_ids, positions, grids, labels = (given[n] for n in _TENSORS)
-        if keys is not None:
-            warnings.warn("PackedBatch(keys=) is now sample_keys=", DeprecationWarning, stacklevel=2)
-            sample_keys = keys if sample_keys is None else sample_keys
-        tensors = (patches, segment_ids, positions, grids, labels)
-        if any(t is None for t in tensors):
-            raise TypeError(f"PackedBatch needs all of {_TENSORS}")
-        self.patches, self.segment_ids, self.positions, self.grids, self.labels = tensors
+            missing = [n for n in TENSORS if n not in given]
+            unknown = [n for n in given if n not in TENSORS + OPTIONAL_TENSORS]
+            if missing or unknown or any(t is not None for t in (segment_ids, positions, grids, labels)):
+                raise TypeError(f"PackedBatch(mapping) needs the tensors {TENSORS} (and optionally "
+                                f"{OPTIONAL_TENSORS}); missing {missing}, unknown {unknown}")
+            patches, segment_ids, positions, grids, labels = (given[n] for n in TENSORS)
+            text_ids, text_mask, targets = (given.get(n) for n in OPTIONAL_TENSORS)
+        if any(t is None for t in (patches, segment_ids, positions, grids, labels)):
+            raise TypeError(f"PackedBatch needs all of {TENSORS}")
+        self.patches, self.segment_ids, self.positions, self.grids, self.labels = (
+            patches, segment_ids, positions, grids, labels)
+        self.text_ids, self.text_mask, self.targets = text_ids, text_mask, targets
         self.sample_keys = sample_keys if sample_keys is not None else []
-        self.info = info if info is not None else {}
+        self.texts = texts
+        self.info = info
 
     # -- mapping view of the tensors ----------------------------------------------------
+    def tensor_names(self) -> tuple[str, ...]:
+        """The names of the tensors this batch holds (the mapping's keys)."""
+        return TENSORS + tuple(n for n in OPTIONAL_TENSORS if getattr(self, n) is not None)
+
     def __getitem__(self, name: str) -> torch.Tensor:
-        if name not in _TENSORS:
-            raise KeyError(f"{name!r}: a PackedBatch maps {_TENSORS}; sample keys are batch.sample_keys, "
-                           "extras batch.info")
+        if name not in self.tensor_names():
+            raise KeyError(f"{name!r}: this PackedBatch maps {self.tensor_names()}; sample keys are "
+                           "batch.sample_keys, texts batch.texts, extras batch.info")
         return getattr(self, name)
 
     def __iter__(self) -> Iterator[str]:
-        return iter(_TENSORS)
+        return iter(self.tensor_names())
 
     def __len__(self) -> int:
-        return len(_TENSORS)
+        return len(self.tensor_names())
 
-    @property
-    def keys(self) -> _KeysAttribute:  # type: ignore[override]
-        """``batch.keys()``: the tensor names. (As a list: the deprecated sample keys.)"""
-        return _KeysAttribute(self.sample_keys, KeysView(self))
+    def __repr__(self) -> str:
+        shapes = ", ".join(f"{n}={tuple(getattr(self, n).shape)}" for n in self.tensor_names())
+        return f"PackedBatch({shapes})"
 
     # -- sizes -----------------------------------------------------------------------------
     @property
@@ -161,12 +115,6 @@ class PackedBatch(Mapping):
         return int(self.grids.shape[1])
 
     @property
-    def max_examples(self) -> int:
-        """Former name of :attr:`max_per_seq`."""
-        warnings.warn("PackedBatch.max_examples is now max_per_seq", DeprecationWarning, stacklevel=2)
-        return self.max_per_seq
-
-    @property
     def num_examples(self) -> int:
         """Examples in the batch (occupied slots)."""
         return int((self.grids.prod(dim=-1) > 0).sum())
@@ -179,26 +127,27 @@ class PackedBatch(Mapping):
     def padding_fraction(self) -> float:
         return 1.0 - self.num_tokens / max(1, self.segment_ids.numel())
 
+    def _with(self, tensors: dict[str, torch.Tensor]) -> "PackedBatch":
+        return PackedBatch(tensors, sample_keys=self.sample_keys, info=self.info, texts=self.texts)
+
     def to(self, device, non_blocking: bool = False) -> "PackedBatch":
         """Move the tensors to ``device`` (pixels stay uint8)."""
-        moved = {n: getattr(self, n).to(device, non_blocking=non_blocking) for n in _TENSORS}
-        return PackedBatch(**moved, sample_keys=self.sample_keys, info=self.info)
+        return self._with({n: getattr(self, n).to(device, non_blocking=non_blocking) for n in self.tensor_names()})
 
     def pin_memory(self) -> "PackedBatch":
         """Called by ``DataLoader(pin_memory=True)``."""
-        pinned = {n: getattr(self, n).pin_memory() for n in _TENSORS}
-        return PackedBatch(**pinned, sample_keys=self.sample_keys, info=self.info)
+        return self._with({n: getattr(self, n).pin_memory() for n in self.tensor_names()})
 
     def cu_seqlens(self, padding: bool = True) -> tuple[torch.Tensor, int]:
         """Cumulative segment lengths for varlen kernels (see :func:`cu_seqlens`)."""
         return cu_seqlens(self.segment_ids, padding=padding)
 
-    def __eq__(self, other: object) -> bool:  # tensors make the dataclass default unusable
+    def __eq__(self, other: object) -> bool:  # tensors make the default unusable
         if not isinstance(other, PackedBatch):
             return NotImplemented
-        return self.sample_keys == other.sample_keys and all(
-            torch.equal(getattr(self, n), getattr(other, n)) for n in _TENSORS
-        )
+        return (self.sample_keys == other.sample_keys and self.texts == other.texts
+                and self.tensor_names() == other.tensor_names()
+                and all(torch.equal(getattr(self, n), getattr(other, n)) for n in self.tensor_names()))
 
     __hash__ = None  # type: ignore[assignment]
 
@@ -209,7 +158,6 @@ def collate(
     max_per_seq: int | None = None,
     token_dim: int | None = None,
     *,
-    max_examples: int | None = None,
     pin: bool = False,
 ) -> PackedBatch:
     """Lay out packed sequences into a :class:`PackedBatch`.
@@ -217,17 +165,13 @@ def collate(
     Args:
         sequences: ``B`` rows, each a list of tokenized examples placed back to back.
         seq_len: ``L``; every row must hold at most ``L`` tokens.
-        max_per_seq: ``E``; defaults to the largest row's example count
-            (``max_examples=``, its former name, is accepted with a ``DeprecationWarning``).
+        max_per_seq: ``E``; defaults to the largest row's example count.
         token_dim: ``D``; taken from the first example when omitted (needed for
             a batch with no examples at all).
         pin: allocate ``patches`` and ``positions`` in pinned (page-locked) memory, so a
             later ``.to("cuda", non_blocking=True)`` needs no staging copy (needs an
             accelerator; ``DataLoader(pin_memory=True)`` pins them afterwards instead).
     """
-    if max_examples is not None:
-        warnings.warn("collate(max_examples=) is now max_per_seq=", DeprecationWarning, stacklevel=2)
-        max_per_seq = max_examples if max_per_seq is None else max_per_seq
     b = len(sequences)
     e = max_per_seq if max_per_seq is not None else max((len(s) for s in sequences), default=0)
     e = max(1, e)

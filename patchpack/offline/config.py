@@ -34,7 +34,9 @@ class PreprocessConfig:
             of epoch 0 (:func:`patchpack.rng.example_rng`), so the stored examples
             are the ones the online loader makes in its first epoch.
         label_field: ``"cls"`` (text integer member) or ``"json:<name>"`` (a key of the
-            ``json`` member), as for the loader; missing -> -1.
+            ``json`` member), as for the loader; missing -> unlabelled.
+        fields: text fields stored with each example, as the loader's ``fields``.
+        field_max_bytes: largest field read (bytes), as the loader's.
         packed: store packed sequences instead of examples.
         pack, drop: packing and dropping policy for ``packed`` shards.
         rows_per_batch: Arrow record batch size in rows.
@@ -48,6 +50,8 @@ class PreprocessConfig:
     video: Any = None
     seed: int = 0
     label_field: str = "cls"
+    fields: tuple[str, ...] = ()
+    field_max_bytes: int = 64 * 2**10
     packed: bool = False
     pack: PackConfig = field(default_factory=PackConfig)
     drop: DropConfig = field(default_factory=DropConfig)
@@ -55,10 +59,14 @@ class PreprocessConfig:
     max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES
 
     def __post_init__(self) -> None:
-        if self.label_field != "cls" and not self.label_field.startswith("json:"):
-            raise ValueError("label_field must be 'cls' or 'json:<key>'")
-        if self.max_member_bytes < 1:
-            raise ValueError("max_member_bytes must be >= 1")
+        object.__setattr__(self, "fields", (self.fields,) if isinstance(self.fields, str) else tuple(self.fields))
+        self.loader_config()  # the same checks as the loader's (label field, fields, member cap)
+
+    def loader_config(self) -> LoaderConfig:
+        """The loader configuration whose first epoch, without dropping, these shards store."""
+        return LoaderConfig(fit=self.fit, image=self.image, video=self.video, seed=self.seed,
+                            label_field=self.label_field, fields=self.fields, field_max_bytes=self.field_max_bytes,
+                            max_member_bytes=self.max_member_bytes, training=False, pack=self.pack)
 
     @property
     def tubelet(self) -> int:
@@ -70,7 +78,8 @@ class PreprocessConfig:
         kw = dict(
             fit=loader_cfg.fit, image=loader_cfg.image, video=loader_cfg.video, seed=loader_cfg.seed,
             label_field=loader_cfg.label_field, pack=loader_cfg.pack, drop=loader_cfg.drop,
-            max_member_bytes=loader_cfg.max_member_bytes,
+            max_member_bytes=loader_cfg.max_member_bytes, fields=loader_cfg.fields,
+            field_max_bytes=loader_cfg.field_max_bytes,
         )
         kw.update(overrides)
         return cls(**kw)
@@ -81,6 +90,9 @@ class PreprocessConfig:
         d["video"] = dataclasses.asdict(self.video) if dataclasses.is_dataclass(self.video) else self.video
         if self.max_member_bytes == DEFAULT_MAX_MEMBER_BYTES:  # manifests of runs before the option match
             d.pop("max_member_bytes")
+        if not self.fields:  # manifests of runs without fields match
+            d.pop("fields")
+            d.pop("field_max_bytes")
         if not self.packed:  # packing options do not affect example shards
             d.pop("pack")
             d.pop("drop")

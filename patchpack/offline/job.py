@@ -1,7 +1,8 @@
 """The unit of preprocessing work: one input shard -> one patchpack shard plus its error file.
 
 No torch: a preprocessing worker (local process or Ray task) imports only the sources,
-the per-example steps of :mod:`patchpack.pipeline.steps`, packing and the shard writer.
+the per-example steps of the loader (:mod:`patchpack.pipeline.admission`,
+:mod:`patchpack.pipeline.tokens`), packing and the shard writer.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import hashlib
 import json
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -19,7 +21,8 @@ from ..drop import drop_rate, drop_tokens, keep_count
 from ..errors import ErrorRecord, SampleError
 from ..fit import replay_fit_draw
 from ..pack import make_packer
-from ..pipeline.steps import probe_sample, sample_tokens
+from ..pipeline.admission import admit_sample
+from ..pipeline.tokens import pixels_to_tokens
 from ..rng import DROP_STREAM, FIT_STREAM, example_rng
 from ..sources import Sample, read_shard
 from ..storage.manifest import ERRORS_DIR, SHARD_SUFFIX
@@ -75,22 +78,19 @@ def output_name(url: str) -> str:
     return f"{_shard_name(url)}-{digest}{SHARD_SUFFIX}"
 
 
-def sample_to_tokens(sample: Sample, cfg: PreprocessConfig, rng: np.random.Generator | None = None) -> Tokens:
-    """probe -> fit -> materialize -> tokenize one sample, no dropping.
-
-    ``rng`` drives sampled fit modes (default: the loader's epoch-0 generator of the key).
-    The same two steps as the loader's stream (:func:`patchpack.pipeline.steps.probe_sample`,
-    :func:`patchpack.pipeline.steps.sample_tokens`), so stored examples equal online ones.
+def sample_to_tokens(sample: Sample, cfg: PreprocessConfig) -> Tokens:
+    """header -> fit -> pixels -> tokens of one sample, no dropping: what the loader makes of it in
+    its first epoch (the same steps: :func:`patchpack.pipeline.admission.admit_sample`,
+    :func:`patchpack.pipeline.tokens.pixels_to_tokens`), with its labels and text fields.
 
     Raises:
         SampleError: for anything wrong with the sample (with its key and shard).
     """
+    lcfg = cfg.loader_config()
     try:
-        if rng is None:
-            rng = example_rng(cfg.seed, 0, sample.key, FIT_STREAM)
-        name, pr, label = probe_sample(sample, cfg.fit, cfg.image, cfg.video, cfg.label_field, rng)
-        patches, positions = sample_tokens(sample.members[name], pr, cfg.image, cfg.video, cfg.fit.patch_size,
-                                           cfg.tubelet)
+        held = admit_sample(sample, lcfg, 0, 0, 0.0)
+        pr = held.plan
+        patches, positions = pixels_to_tokens(held.data, pr, lcfg)
     except SampleError as e:
         e.key, e.shard = e.key or sample.key, e.shard or sample.shard
         raise
@@ -101,7 +101,8 @@ def sample_to_tokens(sample: Sample, cfg: PreprocessConfig, rng: np.random.Gener
         raise SampleError("failed", f"{type(exc).__name__}: {str(exc)[:300]}", key=sample.key,
                           shard=sample.shard, stage="decode") from None
     meta = {"source_size": tuple(pr.source_size), "source_shard": sample.shard, "kind": pr.kind, "index": sample.index}
-    return Tokens(sample.key, patches, positions, tuple(pr.grid), label, meta)
+    return Tokens(sample.key, patches, positions, tuple(pr.grid), meta=meta, label_set=held.labels,
+                  fields=held.fields)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -223,15 +224,17 @@ def _write_packed(
                                         f"{length} tokens > seq_len={cfg.pack.seq_len} (oversize='skip')"))
         for seq in seqs:
             items = [held.pop(h) for h in seq.handles]
-            toks = [t if len(t) == n else Tokens(t.key, t.patches[:n], t.positions[:n], t.grid, t.label, t.meta)
+            toks = [t if len(t) == n else replace(t, patches=t.patches[:n], positions=t.positions[:n])
                     for (t, _), n in zip(items, seq.lengths)]  # oversize="truncate" cuts the tail
             writer.write_sequence(toks, [src for _, src in items])
 
     for tok, index in stream:
         n = len(tok)
-        keep = keep_count(n, drop_rate(cfg.drop, n, _rate_rng(cfg, tok)))
+        p = cfg.fit.patch_size
+        keep = keep_count(n, drop_rate(cfg.drop, n, _rate_rng(cfg, tok), height=tok.grid[1] * p,
+                                       width=tok.grid[2] * p))
         idx = drop_tokens(n, keep, example_rng(cfg.seed, 0, tok.key, DROP_STREAM))
-        kept = Tokens(tok.key, tok.patches[idx], tok.positions[idx], tok.grid, tok.label, tok.meta)
+        kept = replace(tok, patches=tok.patches[idx], positions=tok.positions[idx])
         held[index] = (kept, n)
         emit(packer.push(index, keep))
     emit(packer.flush())

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from .folder import folder_classes
 from .labels import sample_label
-from .plan import expand_sources, plan_shards, resampled_task
+from .plan import expand_sources, plan_shards, resampled_task, shard_order
 from .readers import (
     SOURCES, VERIFY_MODES, ReadOptions, Reader, SourceEntry, fetch_samples, read_shard, read_task, reader_for,
     register_source,
@@ -19,5 +19,5 @@ from .sample import UNSAFE_EXTS, Sample, ShardTask, StoredSample
 __all__ = [
     "Sample", "StoredSample", "ShardTask", "UNSAFE_EXTS", "Reader", "ReadOptions", "SourceEntry", "SOURCES",
     "VERIFY_MODES", "register_source", "reader_for", "read_shard", "read_task", "fetch_samples", "expand_sources",
-    "plan_shards", "resampled_task", "folder_classes", "sample_label",
+    "plan_shards", "resampled_task", "shard_order", "folder_classes", "sample_label",
 ]

@@ -7,7 +7,7 @@ from typing import Any
 
 from ..decode.video.config import VideoConfig
 from ..drop import DropConfig
-from ..loader.dataset import make_loader
+from ..loader import make_loader
 
 __all__ = ["make_loaders"]
 

@@ -17,7 +17,9 @@ from patchpack.config import LoaderConfig
 from patchpack.decode.video import VideoConfig
 from patchpack.fit import FitConfig
 from patchpack.loader import make_loader
-from patchpack.pipeline.steps import plan_cropped, sample_tokens
+from patchpack.config import LoaderConfig
+from patchpack.pipeline.admission import plan_cropped
+from patchpack.pipeline.tokens import pixels_to_tokens
 
 BLOCK = 48
 
@@ -93,7 +95,8 @@ def test_header_time_token_count_equals_the_decoded_count(h, w, fmt, orientation
     plan = plan_cropped(_header(data), fit, None, np.random.default_rng(seed), aug, np.random.default_rng(seed + 1))
     box = plan.crop
     assert 0 <= box.top <= h - box.height and 0 <= box.left <= w - box.width  # displayed size is (h, w)
-    patches, positions = sample_tokens(data, plan, None, None, patch, 1, aug, np.random.default_rng(seed))
+    patches, positions = pixels_to_tokens(data, plan, LoaderConfig(augment=aug).with_overrides(patch_size=patch, max_patches=None),
+                                          np.random.default_rng(seed))
     assert len(patches) == plan.tokens == len(positions)
 
 
@@ -111,7 +114,7 @@ def test_video_gets_one_crop_for_all_frames_and_keeps_its_frames():
         plan = plan_cropped(header, fit, vcfg, None, aug, np.random.default_rng(seed))
         clip = decode.materialize(data, plan, None, vcfg)
         assert clip.shape == (len(plan.frame_indices), *plan.size, 3)
-        assert plan.tokens == len(sample_tokens(data, plan, None, vcfg, 8, 2)[0])
+        assert plan.tokens == len(pixels_to_tokens(data, plan, LoaderConfig(video=vcfg).with_overrides(patch_size=8, max_patches=None))[0])
         box = plan.crop
         # every frame is cut with the same box: each equals that box of the full-size frame, resized
         assert plan.frame_indices == whole.frame_indices  # the crop does not change which frames

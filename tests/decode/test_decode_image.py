@@ -11,7 +11,7 @@ from PIL.JpegImagePlugin import JpegImageFile
 from media import BROKEN, encode, encode_oriented, image_bytes, pattern
 from patchpack import decode
 from patchpack.decode.image import ImageConfig, materialize_image
-from patchpack.pipeline.steps import plan_media
+from patchpack.pipeline.admission import plan_media
 from patchpack.errors import SampleError
 from patchpack.fit import FitConfig
 

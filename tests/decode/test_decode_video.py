@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from patchpack.decode.video import VIDEO_EXTS, VideoConfig, image_clip, materialize_video
-from patchpack.pipeline.steps import plan_media
+from patchpack.pipeline.admission import plan_media
 from patchpack.errors import ERROR_KINDS, SampleError
 from patchpack.fit import FitConfig
 from patchpack.fit.frames import sample_frames

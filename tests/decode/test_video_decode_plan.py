@@ -5,7 +5,7 @@ import pytest
 
 from patchpack.decode.video import VideoConfig, materialize_video
 from patchpack.fit import FitConfig
-from patchpack.pipeline.steps import plan_media
+from patchpack.pipeline.admission import plan_media
 
 from videos import encode_video, read_indices
 

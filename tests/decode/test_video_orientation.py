@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from patchpack.decode.video import VideoConfig, materialize_video
 from patchpack.decode.video.orientation import IDENTITY, display_transform, orient, rotation_degrees, transposes
 from patchpack.fit import FitConfig
-from patchpack.pipeline.steps import plan_media
+from patchpack.pipeline.admission import plan_media
 
 from videos import encode_video, frame_pattern, read_indices
 

@@ -16,7 +16,7 @@ TENSORS = ("patches", "segment_ids", "positions", "grids", "labels")
 def batch():
     toks = [image_tokens(image(h, w, i), f"k{i}", label=i) for i, (h, w) in enumerate([(2, 3), (1, 4), (3, 3)])]
     b = pack([toks[:2], toks[2:]], seq_len=12, max_per_seq=2)
-    b.info["note"] = "kept"
+    b.info = "kept"  # whatever the loader attached travels with the batch
     return b
 
 
@@ -33,18 +33,22 @@ def test_mapping_of_the_tensors(batch):
         batch["keys"]
 
 
-def test_sample_keys_and_the_deprecated_keys_attribute(batch):
+def test_sample_keys_and_the_mapping_keys(batch):
     assert batch.sample_keys == [["k0", "k1"], ["k2"]]
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert list(batch.keys()) == list(TENSORS)  # the mapping protocol warns about nothing
-    with pytest.warns(DeprecationWarning, match="sample_keys"):
-        assert batch.keys[1] == ["k2"]
-    with pytest.warns(DeprecationWarning):
-        assert [k for row in batch.keys for k in row] == ["k0", "k1", "k2"]
-    with pytest.warns(DeprecationWarning, match="sample_keys="):
-        old = patchpack.PackedBatch(*(batch[n] for n in TENSORS), keys=[["a"], ["b"]])
-    assert old.sample_keys == [["a"], ["b"]]
+        assert list(batch.keys()) == list(TENSORS)  # the mapping protocol, nothing else
+    with pytest.raises(TypeError):
+        patchpack.PackedBatch(*(batch[n] for n in TENSORS), keys=[["a"], ["b"]])
+
+
+def test_optional_tensors_join_the_mapping_when_present(batch):
+    b = patchpack.PackedBatch({**dict(batch), "targets": torch.zeros(2, 2, 5)})
+    assert list(b) == list(TENSORS) + ["targets"] and b["targets"].shape == (2, 2, 5)
+    with pytest.raises(KeyError, match="text_ids"):
+        batch["text_ids"]
+    with pytest.raises(TypeError, match="unknown"):
+        patchpack.PackedBatch({**dict(batch), "pixels": batch.patches})
 
 
 def test_rebuilt_from_its_mapping_as_trainers_do(batch):
@@ -57,12 +61,12 @@ def test_rebuilt_from_its_mapping_as_trainers_do(batch):
 
 def test_device_moves_keep_keys_and_info(batch):
     moved = batch.to("cpu")
-    assert moved.sample_keys == batch.sample_keys and moved.info["note"] == "kept" and moved == batch
+    assert moved.sample_keys == batch.sample_keys and moved.info == "kept" and moved == batch
     from torch.utils.data._utils.pin_memory import pin_memory
 
     if torch.cuda.is_available():
         pinned = pin_memory(batch)
-        assert isinstance(pinned, patchpack.PackedBatch) and pinned.info["note"] == "kept"
+        assert isinstance(pinned, patchpack.PackedBatch) and pinned.info == "kept"
 
 
 def test_cu_seqlens_without_padding(batch):

@@ -45,7 +45,7 @@ def stored_rows(tars, tmp_path_factory):
 @pytest.mark.parametrize("kind", ["examples", "rows"])
 def test_len_of_patchpack_shards_is_the_batch_count(stored, stored_rows, kind, workers):
     loader = patchpack.make_loader(stored if kind == "examples" else stored_rows, num_workers=workers, **SMALL)
-    assert loader.dataset.serve_packed == (kind == "rows")
+    assert loader.dataset.serve_stored == (kind == "rows")
     n = len(loader)
     assert n == len(list(loader)) and n > 3
     assert len(loader) == len(list(loader))  # the next pass (next epoch) is counted again

@@ -14,7 +14,7 @@ from media import BROKEN, image_bytes, keys_of, make_samples, truncate_file, wri
 from patchpack import LoaderConfig, make_loader
 from patchpack.loader.batch import PackedBatch
 from patchpack.decode.image import materialize_image
-from patchpack.pipeline.steps import plan_media
+from patchpack.pipeline.admission import plan_media
 from patchpack.drop import DropConfig
 from patchpack.errors import SampleError
 from patchpack.fit import FitConfig

@@ -8,9 +8,10 @@ import webdataset as wds
 from PIL import Image
 
 from patchpack.decode.video import VideoConfig
-from patchpack.pipeline.steps import plan_media
+from patchpack.pipeline.admission import plan_media
 from patchpack.fit import FitConfig
-from patchpack.loader import LoaderConfig, example_rng, make_loader
+from patchpack.loader import LoaderConfig, make_loader
+from patchpack.rng import example_rng
 from patchpack.pack import PackConfig
 from patchpack.tokenize import untubeletize
 

@@ -36,7 +36,7 @@ def test_batches_equal_one_thread(tmp_path, threads):
     assert len(one) == len(many) > 3
     for a, b in zip(one, many):
         assert a == b  # tensors and keys
-        assert a.info["state"] == b.info["state"]
+        assert a.info.state == b.info.state
     assert [(e.key, e.kind) for e in errors1] == [(e.key, e.kind) for e in errors_n]
     assert errors1  # the corpus holds broken payloads: their records come in the same order
     assert state1 == state_n

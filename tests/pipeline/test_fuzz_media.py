@@ -12,7 +12,9 @@ from PIL import Image
 from patchpack.decode.image import ImageConfig
 from patchpack.errors import SampleError
 from patchpack.fit import FitConfig
-from patchpack.pipeline.steps import probe_sample, sample_tokens
+from patchpack.config import LoaderConfig
+from patchpack.pipeline.admission import admit_sample
+from patchpack.pipeline.tokens import example_tokens
 from patchpack.sources import Sample
 
 FIT = FitConfig(patch_size=8, max_patches=32)
@@ -39,8 +41,11 @@ def test_mutated_images_give_tokens_or_a_typed_error(ext, flips, cut):
         del data[cut % (len(data) + 1):]
     sample = Sample("k", "s", {ext: bytes(data), "cls": b"1"})
     try:
-        member, plan, label = probe_sample(sample, FIT, ImageConfig(), None, "cls", np.random.default_rng(0))
-        patches, positions = sample_tokens(sample.members[member], plan, ImageConfig(), None, 8, 1)
+        cfg = LoaderConfig(fit=FIT, image=ImageConfig())
+        held = admit_sample(sample, cfg, 0, 0, 0.0)
+        plan = held.plan
+        tokens = example_tokens(held, plan.tokens, cfg)
+        patches, positions = tokens.patches, tokens.positions
     except SampleError as e:
         assert e.kind in ("empty", "truncated", "corrupt", "not-media", "too-large", "unsupported")
     else:

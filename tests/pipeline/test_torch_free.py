@@ -46,9 +46,10 @@ def test_worker_stream_yields_token_rows_without_torch(tar_shards):
     r = _run(f"""
         import sys
         from patchpack.config import LoaderConfig
-        from patchpack.pipeline.stream import ConsumerStream
+        from patchpack.pipeline.sources import Sources
+        from patchpack.pipeline.stream import WorkerPosition, worker_stream
         cfg = LoaderConfig().with_overrides(seq_len=64, patch_size=8, max_patches=32, batch_size=2)
-        items = list(ConsumerStream({urls!r}, cfg, 0, 1, 0))
+        items = list(worker_stream(Sources({urls!r}, cfg), WorkerPosition(0, 1, 0)))
         rows = [row for item in items for row in item.rows]
         assert rows and all(sum(len(t) for t in row) <= 64 for row in rows)
         assert 'torch' not in sys.modules, 'torch imported'

@@ -173,7 +173,8 @@ def test_round_trip_property(tmp_path, grids, drop, seed):
 def test_read_arrow_shard_as_samples_and_probe(tmp_path):
     from patchpack.errors import ErrorRecord, SampleError
     from patchpack.fit import FitConfig
-    from patchpack.pipeline.steps import stored_plan
+    from patchpack.config import LoaderConfig
+    from patchpack.pipeline.admission import admit_stored
     from patchpack.sources import StoredSample
     from patchpack.sources.arrow import read_arrow_shard
 
@@ -186,18 +187,18 @@ def test_read_arrow_shard_as_samples_and_probe(tmp_path):
     assert [r.index for r in recs] == [1, 3] and all(isinstance(r, StoredSample) for r in recs)
     assert [r.key for r in recs] == ["k1", "k3"] and recs[0].shard == str(path) and recs[0].members == {}
     _same(exs[3], recs[1].tokens)
-    pr = stored_plan(recs[1], FitConfig(patch_size=P), 1)
+    pr = admit_stored(recs[1], LoaderConfig().with_overrides(patch_size=P), 0, 0, 0.0).plan
     assert pr.grid == (1, 5, 3) and pr.size == (5 * P, 3 * P) and pr.source_size == (50, 30) and pr.tokens == 15
     # a sampled fit mode advances the generator exactly as the online fit does
     fit = FitConfig(patch_size=P, mode="side-uniform", side_min=8, side_max=64)
     a, b = np.random.default_rng(1), np.random.default_rng(1)
-    stored_plan(recs[1], fit, 1, a)
-    from patchpack.fit import fit_grid
+    from patchpack.fit import fit_grid, replay_fit_draw
 
+    replay_fit_draw("image", recs[1].tokens.meta["source_size"], fit, a)
     fit_grid(50, 30, fit, b)
     assert a.random() == b.random()
     with pytest.raises(SampleError, match="patch size"):
-        stored_plan(recs[0], FitConfig(patch_size=P * 2), 1)
+        admit_stored(recs[0], LoaderConfig().with_overrides(patch_size=P * 2), 0, 0, 0.0)
     bad = tmp_path / "bad.arrow"
     bad.write_bytes(b"nope")
     (rec,) = read_arrow_shard(str(bad))
