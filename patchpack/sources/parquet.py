@@ -66,8 +66,9 @@ def _all(index: int) -> bool:
 
 
 def is_parquet_url(url: str) -> bool:
-    """Whether ``url`` names a parquet file (ends in ``.parquet``)."""
-    return url.lower().endswith(".parquet")
+    """Whether ``url`` names a parquet file: it ends in ``.parquet`` (a remote url's query, as in
+    ``https://.../train.parquet?download=true``, aside)."""
+    return (url.split("?", 1)[0] if is_remote(url) else url).lower().endswith(".parquet")
 
 
 def is_datasets_arrow(url: str) -> bool:

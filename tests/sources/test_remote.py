@@ -163,6 +163,8 @@ def test_parquet_over_http_equals_the_same_file_from_disk(tmp_path, http_root):
     _same(list(read_shard(url)), list(read_shard(local)), url, local)
     _same(list(read_shard(url, start=4, owns=lambda i: i % 2 == 0)),
           list(read_shard(local, start=4, owns=lambda i: i % 2 == 0)), url, local)
+    url += "?download=true"  # a query after the name, as Hugging Face download urls have
+    _same(list(read_shard(url)), list(read_shard(local)), url, local)
 
 
 def test_memory_filesystem_urls_equal_disk(tmp_path):
