@@ -18,10 +18,12 @@ class Sample:
     """One sample's raw members.
 
     Attributes:
-        key: the sample key (tar: path up to the first dot of the basename;
-            folder: relative path without extensions).
+        key: the sample key (tar: path up to the first dot of the basename, as webdataset;
+            folder: the media file's path relative to the root, extension included, e.g.
+            ``cat/2021.05.01.jpg``).
         shard: tar url or folder path it came from.
-        members: extension (lower case, e.g. ``"jpg"``, ``"cls"``) -> raw bytes.
+        members: extension (lower case, e.g. ``"jpg"``, ``"cls"``) -> raw bytes (a folder
+            example: its media file and its sidecars).
         index: 0-based position of the sample in its shard.
     """
 
