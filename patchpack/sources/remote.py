@@ -190,10 +190,16 @@ class RemoteStream(io.RawIOBase):
         self.pos = max(0, base + offset)
         return self.pos
 
-    def readinto(self, b) -> int:
-        data = self._retrying(lambda: self._read(len(b)), "read")
-        b[:len(data)] = data
+    def read(self, size: int = -1) -> bytes:
+        if size is None or size < 0:
+            return self.readall()
+        data = self._retrying(lambda: self._read(size), "read")  # returned as read: no extra copy
         self.pos += len(data)
+        return data
+
+    def readinto(self, b) -> int:
+        data = self.read(len(b))
+        b[:len(data)] = data
         return len(data)
 
     def close(self) -> None:
