@@ -10,7 +10,9 @@ bytes silently. Failures become records and the
 reader goes on:
 
 * a shard that cannot be opened -> kind ``shard`` (key = the shard url);
-* a damaged member header -> ``bad-header``; the samples after it are still read;
+* a damaged member header, or a pax header that lies (a size that is not a size, disagrees
+  with the header or runs past the end of the file; a malformed or oversize pax payload)
+  -> ``bad-header``; the samples after it are still read; a name over 4096 bytes -> ``bad-name``;
 * a tar that ends early -> ``truncated`` for the sample cut short (its own key), then one
   ``shard`` record for the shard;
 * members never read -> ``link``, ``special-file``, ``sparse``, ``oversize-member``
