@@ -67,14 +67,14 @@ CLASS_WORDS: dict[str, tuple[str, ...]] = {
 }
 _IMAGE_TEMPLATES = (
     "{tex} in {ink} and {paper}",
-    "{frame} of {tex} in {ink} and {paper} on a {back} background",
+    "{frame} of {tex} in {ink} and {paper} on {a_back} background",
     "{tex}, {ink} on {paper}, inside {oval}",
-    "{oval} filled with {tex} in {ink} and {paper}, against a {back} background",
+    "{oval} filled with {tex} in {ink} and {paper}, against {a_back} background",
     "{frame} showing {tex} inside {oval}; the pattern is {ink} and {paper}",
 )
 _VIDEO_TEMPLATES = (
     "{tex} in {ink}",
-    "{frame} of {tex} in {ink} over a {back} background",
+    "{frame} of {tex} in {ink} over {a_back} background",
     "{tex}, coloured {ink}, on {back}",
     "a clip of {tex}; the stripes are {ink} and the background {back}",
 )
@@ -132,6 +132,7 @@ def caption(scene: Scene, rng: np.random.Generator) -> str:
         "tex": str(rng.choice(CLASS_WORDS[scene.class_name])),
         "ink": colour_name(scene.ink),
         "back": colour_name(scene.backdrop),
+        "a_back": ("an " if colour_name(scene.backdrop)[0] in "aeiou" else "a ") + colour_name(scene.backdrop),
         "frame": _shape_word(scene.width / scene.height, f"a wide {noun}", f"a tall {noun}", f"a square {noun}"),
     }
     if image:

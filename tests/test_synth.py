@@ -8,7 +8,7 @@ import webdataset as wds
 from PIL import Image
 
 from patchpack.synth import (
-    CLASS_WORDS, IMAGE_CLASSES, VIDEO_CLASSES, caption, colour_name, draw_image, draw_image_scene, draw_video,
+    CLASS_WORDS, IMAGE_CLASSES, VIDEO_CLASSES, Scene, caption, colour_name, draw_image, draw_image_scene, draw_video,
     draw_video_scene, encode_video, make_dataset,
 )
 
@@ -142,6 +142,12 @@ def test_captions_vary_within_a_class():
         _, scene = draw_image_scene("rings", 48, 64, np.random.default_rng(seed))
         texts.add(caption(scene, np.random.default_rng([seed, 2])))
     assert len(texts) >= 20
+
+
+def test_an_orange_background():
+    scene = Scene("image", "checker", 40, 60, (20, 20, 20), (240, 240, 240), (230, 120, 20), 1.0)
+    texts = [caption(scene, np.random.default_rng(seed)) for seed in range(40)]
+    assert any("an orange background" in t for t in texts) and not any("a orange" in t for t in texts)
 
 
 def test_caption_colours_are_read_off_the_pixels():
