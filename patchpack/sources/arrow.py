@@ -4,9 +4,10 @@ Before a shard is read it is checked against its folder's manifest (``verify``, 
 :func:`patchpack.storage.manifest.check_shard`: by default its sha256, hashed once per
 process and file version, one extra sequential read of the file); a mismatch is one
 ``checksum`` record for the shard and none of its rows are used. Every row is checked
-against itself (:meth:`~patchpack.storage.reader.ShardReader.iter_checked`): a row whose
-token count, grid or positions contradict its bytes is a ``bad-row`` record with its key,
-and the rows after it are still read.
+against itself, slot by slot (:meth:`~patchpack.storage.reader.ShardReader.iter_checked`):
+a row whose token count, grid, positions, labels, text fields or token ids contradict its
+bytes or their bounds is a ``bad-row`` record keyed by the example at fault, and the rows
+after it are still read.
 """
 
 from __future__ import annotations

@@ -1,15 +1,21 @@
 """Memory-mapped, zero-copy reading of patchpack shards (see :mod:`patchpack.storage.format`).
 
-Every row is checked against itself before a view is made (token bytes = ``num_tokens x
-token_dim``, ``token_dim`` = the shard's ``tubelet * p * p * channels``, grid sides >= 1,
-positions inside the grid, a null ``positions`` only with a full grid), so a tampered row
-never allocates by its claims: :meth:`ShardReader.iter_checked` yields a :class:`BadRow`
-for it and goes on; plain iteration raises :class:`ShardFormatError`.
+A shard is refused at open (:class:`ShardFormatError`, one line) when its metadata or a
+column's type is not the format's, or its version is newer than this reader's. Then every
+record batch passes Arrow's full validation (offsets in bounds, UTF-8), and every row and
+every slot of it is checked against itself before a view is made (:mod:`patchpack.storage.rows`):
+token bytes = tokens x ``token_dim``, the shard's geometry; each slot ``1 <= n <= T*H*W`` with
+its positions distinct cells of its own grid (a null ``positions`` only for a full grid), its
+labels in range without repeats, its text fields and token ids within their bounds, its
+``meta`` a JSON object. So a tampered row never allocates by its claims and never yields a
+slot that contradicts itself: :meth:`ShardReader.iter_checked` gives a :class:`BadRow` for it
+and goes on; plain iteration raises :class:`ShardFormatError`.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, NamedTuple
 
@@ -17,51 +23,104 @@ import numpy as np
 import pyarrow as pa
 
 from ..tokenize import Tokens
-from .format import FORMAT_VERSION, ShardFormatError, _decode_metadata, full_positions
+from .format import (
+    ShardFormatError, TextIdsSpec, decode_metadata, expected_columns, field_problem, full_positions, schema_problem,
+)
+from .rows import (
+    BatchSlots, batch_slots, grid_cells, label_set_problem, positions_problems,
+    slot_scalar_problems, text_ids_problem,
+)
 
-__all__ = ["ShardReader", "BadRow", "iter_shard_examples", "iter_shard_sequences", "read_shard_metadata"]
-
-#: largest grid (T * H * W tokens) a row may claim
-MAX_GRID_TOKENS = 2**31 - 1
+__all__ = [
+    "ShardReader", "BadRow", "iter_shard_examples", "iter_shard_sequences", "read_shard_metadata",
+]
 
 
 class BadRow(NamedTuple):
-    """A row that contradicts itself: ``row`` (0-based in the shard, ``"packed"``: slot order is
-    lost, so one per sequence), ``key`` (first key of the row) and what is wrong."""
+    """A row that contradicts itself: ``row`` (0-based in the shard; a ``"packed"`` row is one
+    sequence, all its slots dropped), ``key`` (the example at fault, else the row's first; ``""``
+    when the batch is unreadable) and what is wrong (``"example j of k: ..."`` in a packed row)."""
 
     row: int
     key: str
     message: str
 
 
-def _grid_problem(grid: tuple[int, int, int]) -> str | None:
-    if min(grid) < 1 or grid[0] * grid[1] * grid[2] > MAX_GRID_TOKENS:
-        return f"grid {grid} is not a valid token grid"
-    return None
+@dataclass
+class _Batch:
+    """One record batch, checked: why Arrow's validation refused it (``invalid``), or its slot
+    views, the slots with an impossible scalar (``problems``; ``bad``: their indices, sorted),
+    Python lists of what the per-row loop reads (numpy scalar access is slow), one tuple per
+    row of ``(aligned, geometry, token_dim, token bytes, has positions, position bytes)``, each
+    distinct ``meta`` text parsed, and what is wrong with each row as a whole."""
+
+    invalid: str | None = None
+    slots: BatchSlots | None = None
+    problems: dict[int, str] = field(default_factory=dict)
+    bad: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    first: list[int] = field(default_factory=list)
+    keys: list[str] = field(default_factory=list)
+    lengths: list[int] = field(default_factory=list)
+    grids: list[tuple[int, int, int]] = field(default_factory=list)
+    cells: list[int] = field(default_factory=list)
+    labels: list[tuple[int, ...]] = field(default_factory=list)
+    metas: list[str] = field(default_factory=list)
+    shards: list[str] = field(default_factory=list)
+    source_sizes: list[tuple[int, int]] = field(default_factory=list)
+    source_tokens: list[int] | None = None
+    rows: list[tuple] = field(default_factory=list)
+    parsed: dict[str, dict | str | None] = field(default_factory=dict)
+    row_problems: list[str | None] = field(default_factory=list)
 
 
-def _positions_problem(positions: np.ndarray, grid: tuple[int, int, int]) -> str | None:
-    if len(positions) and (positions.min(initial=0) < 0 or (positions.max(axis=0) >= np.asarray(grid)).any()):
-        return f"positions fall outside the grid {grid}"
-    return None
+def _checked(b: BatchSlots) -> _Batch:
+    problems = slot_scalar_problems(b.grids, b.lengths, b.source_tokens, b.source_sizes)
+    geometry = [tuple(g) for g in b.geometry.tolist()] if b.geometry is not None else [None] * len(b.token_dim)
+    rows = list(zip(b.aligned.tolist(), geometry, b.token_dim.tolist(), (b.tokens.end - b.tokens.start).tolist(),
+                    b.positions.valid.tolist(), (b.positions.end - b.positions.start).tolist()))
+    metas = b.metas.texts()
+    return _Batch(
+        None, b, problems, np.array(sorted(problems), np.int64), b.first.tolist(), b.keys.texts(),
+        b.lengths.tolist(), [tuple(g) for g in b.grids.tolist()], grid_cells(b.grids).tolist(), b.labels.tuples(),
+        metas, b.shards.texts(), [tuple(v) for v in b.source_sizes.tolist()],
+        b.source_tokens.tolist() if b.source_tokens is not None else None, rows, _parse_metas(metas),
+    )
 
 
-def _binary_views(arr: pa.Array) -> tuple[np.ndarray, np.ndarray | None]:
-    """``(offsets int64 [n+1], data uint8)`` numpy views of a large_binary array, zero-copy."""
-    bufs = arr.buffers()
-    offsets = np.frombuffer(bufs[1], np.int64, count=len(arr) + 1, offset=arr.offset * 8)
-    data = np.frombuffer(bufs[2], np.uint8) if bufs[2] is not None else np.zeros(0, np.uint8)
-    return offsets, data
-
+def _parse_metas(metas: list[str]) -> dict[str, dict | str | None]:
+    """Each distinct ``meta`` text of a batch parsed once: a flat object (copied per slot), ``None``
+    for a nested one (parsed again per slot, so no two slots share a mutable value), or what is wrong."""
+    out: dict[str, dict | str | None] = {}
+    for text in set(metas):
+        try:
+            obj = json.loads(text or "{}")
+        except (ValueError, RecursionError) as exc:
+            out[text] = f"meta is not a JSON object: {type(exc).__name__}"
+            continue
+        if not isinstance(obj, dict):
+            out[text] = f"meta is not a JSON object but a {type(obj).__name__}"
+        else:
+            out[text] = None if any(isinstance(v, (dict, list)) for v in obj.values()) else obj
+    return out
 
 
 class ShardReader:
     """A memory-mapped patchpack shard.
 
     Iterating yields :class:`~patchpack.tokenize.Tokens` (``"examples"`` shards) or lists of
-    them (``"packed"`` shards) whose ``patches`` and ``positions`` are read-only numpy views
-    onto the mapping (copy them to modify). ``reader[i]`` gives row ``i``.
-    ``meta`` holds ``source_size``, ``source_shard`` and the stored JSON extras.
+    them (``"packed"`` shards) whose ``patches``, ``positions`` and token ids are read-only
+    numpy views onto the mapping (copy them to modify). ``reader[i]`` gives row ``i``.
+    ``label_set`` and ``fields`` (the shard's :attr:`fields`, ``None`` where a sample has
+    none) are filled; ``meta`` holds ``source_size``, ``source_shard``, ``source_tokens``
+    (packed), ``text_ids`` (``{field: int32 ids or None}`` when the shard has :attr:`text`)
+    and the stored JSON extras.
+
+    Attributes:
+        kind: ``"examples"`` or ``"packed"``; version: the shard's format version.
+        patch_size, tubelet, channels, token_dim: token geometry.
+        fields: text field names; field_max_bytes: the cap on one field value the shard was
+            written with; text: the :class:`~patchpack.storage.format.TextIdsSpec`, or ``None``.
+        metadata: the decoded ``patchpack.*`` schema metadata.
     """
 
     def __init__(self, path: str | Path) -> None:
@@ -72,21 +131,29 @@ class ShardReader:
         except (pa.ArrowInvalid, OSError) as e:
             raise ShardFormatError(f"{self.path}: not an Arrow IPC file ({e})") from e
         try:
-            self.metadata = _decode_metadata(self._file.schema)
+            self.metadata = decode_metadata(self._file.schema)
+            self.kind = self.metadata.get("format")
+            if self.kind not in ("examples", "packed"):
+                raise ShardFormatError("no patchpack format in the schema metadata")
+            self.version = int(self.metadata["version"])
+            self.fields = tuple(self.metadata["fields"])
+            self.field_max_bytes = int(self.metadata["field_max_bytes"])
+            text = self.metadata.get("text")
+            self.text = TextIdsSpec.from_dict(text) if text is not None else None
+            problem = schema_problem(self._file.schema, expected_columns(self.kind, self.version, self.fields,
+                                                                         self.text))
+            if problem is not None:
+                raise ShardFormatError(f"not a version {self.version} {self.kind!r} shard: {problem}")
         except ShardFormatError as e:
+            self._source.close()
             raise ShardFormatError(f"{self.path}: {e}") from None
-        self.kind = self.metadata.get("format")
-        if self.kind not in ("examples", "packed"):
-            raise ShardFormatError(f"{self.path}: no patchpack format in the schema metadata")
-        if int(self.metadata.get("version", -1)) > FORMAT_VERSION:
-            raise ShardFormatError(
-                f"{self.path}: shard format version {self.metadata.get('version')} is newer than {FORMAT_VERSION}"
-            )
-        self.patch_size = int(self.metadata.get("patch_size", 0))
-        self.tubelet = int(self.metadata.get("tubelet", 1))
-        self.channels = int(self.metadata.get("channels", 3))
+        self.patch_size = int(self.metadata["patch_size"])
+        self.tubelet = int(self.metadata["tubelet"])
+        self.channels = int(self.metadata["channels"])
+        self.token_dim = self.tubelet * self.patch_size**2 * self.channels
         counts = [self._file.get_record_batch(i).num_rows for i in range(self._file.num_record_batches)]
         self._starts = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)])
+        self._last: tuple[int, _Batch] | None = None
 
     @property
     def num_rows(self) -> int:
@@ -99,110 +166,136 @@ class ShardReader:
     def schema(self) -> pa.Schema:
         return self._file.schema
 
-    def full_positions(self, grid: tuple[int, int, int]) -> np.ndarray:
-        return full_positions(grid)
+    # -- checking ------------------------------------------------------------------------------
+    def _check_batch(self, rb: pa.RecordBatch) -> _Batch:
+        """A record batch with every row and slot checked (positions a whole run of rows at once)."""
+        try:
+            rb.validate(full=True)
+        except pa.ArrowInvalid as exc:
+            return _Batch(invalid=f"record batch fails Arrow's validation: {exc}")
+        c = _checked(batch_slots(rb, self.kind, self.version, self.fields, self.text))
+        c.row_problems = [self._row_problem(c, i) for i in range(len(c.rows))]
+        c.problems.update(self._position_problems(c))
+        c.bad = np.array(sorted(c.problems), np.int64)
+        return c
 
-    def _row_dim_problem(self, n: int, d: int, nbytes: int) -> str | None:
-        want = self.tubelet * self.patch_size**2 * self.channels
-        if n < 0 or d < 1 or (self.patch_size and d != want):
-            return f"token_dim {d} (shard geometry gives {want}) or num_tokens {n} is invalid"
-        if n * d != nbytes:
-            return f"num_tokens x token_dim = {n} x {d} = {n * d} bytes, but the row holds {nbytes}"
+    def _position_problems(self, c: _Batch) -> dict[int, str]:
+        """Slot problems of the positions of every sound row that has them: rows lying back to
+        back in the positions buffer are checked together (one pass for a whole batch)."""
+        b, out, runs = c.slots, {}, []
+        start, end = b.positions.start.tolist(), b.positions.end.tolist()
+        for i, row in enumerate(c.rows):
+            sound = row[4] and c.row_problems[i] is None and not (
+                c.problems and any(s in c.problems for s in range(c.first[i], c.first[i + 1])))
+            if sound and runs and runs[-1][1] == i - 1 and end[i - 1] == start[i]:
+                runs[-1][1] = i
+            elif sound:
+                runs.append([i, i])
+        for r0, r1 in runs:
+            s0, s1 = c.first[r0], c.first[r1 + 1]
+            positions = b.positions.values[start[r0] : end[r1]].view(np.int32).reshape(-1, 3)
+            found = positions_problems(positions, c.lengths[s0:s1], b.grids[s0:s1])
+            out.update({s0 + s: message for s, message in found.items()})
+        return out
+
+    def _row_problem(self, c: _Batch, i: int) -> str | None:
+        """What is wrong with row ``i`` as a whole (slot counts, geometry, byte counts)."""
+        aligned, geometry, d, token_bytes, has_positions, position_bytes = c.rows[i]
+        s0, s1 = c.first[i], c.first[i + 1]
+        if not aligned or s1 == s0:
+            return "slot columns disagree on the number of examples" if not aligned else "no examples"
+        if geometry is not None and geometry != (self.patch_size, self.tubelet, self.channels):
+            return (f"patch_size, tubelet, channels {geometry} differ from the shard's "
+                    f"{(self.patch_size, self.tubelet, self.channels)}")
+        if d != self.token_dim:
+            return f"token_dim {d}, but the shard's geometry gives {self.token_dim}"
+        total = sum(c.lengths[s0:s1])
+        if total * d != token_bytes:
+            return f"{total} tokens x token_dim {d} = {total * d} bytes, but the row holds {token_bytes}"
+        if has_positions and position_bytes != total * 12:
+            return f"positions hold {position_bytes} bytes for {total} tokens"
+        if not has_positions and total != c.cells[s0]:
+            return f"{total} tokens without positions, but the full grid {c.grids[s0]} has {c.cells[s0]}"
         return None
 
-    def _batch_examples(self, rb: pa.RecordBatch, rows: range | None = None, base: int = 0) -> Iterator[Tokens]:
-        c = rb.schema.get_field_index
-        keys = rb.column(c("key")).to_pylist()
-        labels = rb.column(c("label")).to_numpy()
-        grids = rb.column(c("grid")).flatten().to_numpy().reshape(-1, 3)
-        ntok = rb.column(c("num_tokens")).to_numpy()
-        dims = rb.column(c("token_dim")).to_numpy()
-        t_off, t_data = _binary_views(rb.column(c("tokens")))
-        pos_col = rb.column(c("positions"))
-        p_valid = pos_col.is_valid().to_numpy(zero_copy_only=False)
-        p_off, p_data = _binary_views(pos_col)
-        src = rb.column(c("source_size")).flatten().to_numpy().reshape(-1, 2)
-        shards = rb.column(c("source_shard")).to_pylist()
-        metas = rb.column(c("meta")).to_pylist()
-        for i in rows if rows is not None else range(rb.num_rows):
-            n, d = int(ntok[i]), int(dims[i])
-            grid = (int(grids[i, 0]), int(grids[i, 1]), int(grids[i, 2]))
-            problem = self._row_dim_problem(n, d, int(t_off[i + 1] - t_off[i])) or _grid_problem(grid)
-            if problem is None and p_valid[i] and p_off[i + 1] - p_off[i] != n * 12:
-                problem = f"positions hold {int(p_off[i + 1] - p_off[i])} bytes for {n} tokens"
-            if problem is None and not p_valid[i] and n != grid[0] * grid[1] * grid[2]:
-                problem = f"{n} tokens without positions, but the full grid {grid} has {grid[0] * grid[1] * grid[2]}"
-            if problem is None:
-                patches = t_data[t_off[i] : t_off[i + 1]].reshape(n, d)
-                if p_valid[i]:
-                    positions = p_data[p_off[i] : p_off[i + 1]].view(np.int32).reshape(n, 3)
-                    problem = _positions_problem(positions, grid)
-                else:
-                    positions = self.full_positions(grid)
-            if problem is None:
-                try:
-                    meta = json.loads(metas[i]) if metas[i] else {}
-                    if not isinstance(meta, dict):
-                        raise ValueError("not an object")
-                except (ValueError, RecursionError) as exc:
-                    problem = f"meta is not a JSON object: {type(exc).__name__}"
-            if problem is not None:
-                yield BadRow(base + i, str(keys[i]), problem)
-                continue
-            meta["source_size"] = (int(src[i, 0]), int(src[i, 1]))
-            meta["source_shard"] = shards[i]
-            yield Tokens(keys[i], patches, positions, grid, int(labels[i]), meta)
+    def _text(self, b: BatchSlots, s: int) -> tuple[dict[str, str | None], dict[str, Any], str | None]:
+        """Slot ``s``'s text fields, its ``text_ids`` meta entry and what is wrong with them."""
+        fields: dict[str, str | None] = {}
+        problem = None
+        for name, col in b.fields.items():
+            raw = col.at(s).tobytes() if col.valid[s] else None
+            wrong = field_problem(raw, self.field_max_bytes) if raw is not None else None
+            problem = problem or (f"field {name!r} {wrong}" if wrong else None)
+            fields[name] = raw.decode("utf-8") if raw is not None and wrong is None else None
+        if self.text is None:
+            return fields, {}, problem
+        ids = {n: col.at(s) if col.valid[s] else None for n, col in b.text_ids.items()}
+        problem = problem or next((f"field {n!r}: {q}" for n, v in ids.items()
+                                   if (q := text_ids_problem(v, fields[n] is not None, self.text))), None)
+        return fields, {"text_ids": ids}, problem
 
-    def _batch_sequences(self, rb: pa.RecordBatch, rows: range | None = None, base: int = 0
-                         ) -> Iterator[list[Tokens]]:
-        c = rb.schema.get_field_index
-        keys = rb.column(c("keys")).to_pylist()
-        labels = rb.column(c("labels")).to_pylist()
-        grids = rb.column(c("grids")).to_pylist()
-        lengths = rb.column(c("lengths")).to_pylist()
-        srctok = rb.column(c("source_tokens")).to_pylist()
-        dims = rb.column(c("token_dim")).to_numpy()
-        t_off, t_data = _binary_views(rb.column(c("tokens")))
-        p_off, p_data = _binary_views(rb.column(c("positions")))
-        srcs = rb.column(c("source_sizes")).to_pylist()
-        shards = rb.column(c("source_shards")).to_pylist()
-        metas = rb.column(c("metas")).to_pylist()
-        for i in rows if rows is not None else range(rb.num_rows):
-            d = int(dims[i])
-            total = sum(lengths[i])
-            slots = {len(keys[i]), len(labels[i]), len(grids[i]), len(srctok[i]), len(srcs[i]), len(shards[i]),
-                     len(metas[i])}
-            problem = None if slots == {len(lengths[i])} and min(lengths[i], default=1) >= 0 else \
-                "slot columns disagree in length"
-            problem = problem or self._row_dim_problem(total, d, int(t_off[i + 1] - t_off[i]))
-            if problem is None and p_off[i + 1] - p_off[i] != total * 12:
-                problem = f"positions hold {int(p_off[i + 1] - p_off[i])} bytes for {total} tokens"
-            if problem is None:
-                problem = next((q for g in grids[i] if (q := _grid_problem(tuple(g))) is not None), None)
-            if problem is not None:
-                yield BadRow(base + i, str(keys[i][0]) if keys[i] else "", problem)
-                continue
-            patches = t_data[t_off[i] : t_off[i + 1]].reshape(total, d)
-            positions = p_data[p_off[i] : p_off[i + 1]].view(np.int32).reshape(total, 3)
-            seq, o = [], 0
-            for j, n in enumerate(lengths[i]):
-                meta = json.loads(metas[i][j]) if metas[i][j] else {}
-                meta.update(source_size=tuple(srcs[i][j]), source_shard=shards[i][j], source_tokens=srctok[i][j])
-                seq.append(Tokens(keys[i][j], patches[o : o + n], positions[o : o + n], tuple(grids[i][j]),
-                                  int(labels[i][j]), meta))
-                o += n
-            yield seq
+    def _slot(self, c: _Batch, s: int, patches: np.ndarray, positions: np.ndarray) -> Tokens | str:
+        """Slot ``s`` as :class:`Tokens`, or what is wrong with its labels, fields, ids or meta."""
+        label_set = c.labels[s]
+        problem = label_set_problem(label_set)
+        fields, meta, wrong = self._text(c.slots, s) if self.fields else ({}, {}, None)
+        if problem or wrong:
+            return problem or wrong
+        parsed = c.parsed[c.metas[s]]
+        if isinstance(parsed, str):
+            return parsed
+        stored = dict(parsed) if parsed is not None else json.loads(c.metas[s])
+        stored.update(meta, source_size=c.source_sizes[s], source_shard=c.shards[s])
+        if c.source_tokens is not None:
+            stored["source_tokens"] = c.source_tokens[s]
+        return Tokens(c.keys[s], patches, positions, c.grids[s], meta=stored, label_set=label_set, fields=fields)
 
-    def _iter_batch(self, rb: pa.RecordBatch, rows: range | None = None, base: int = 0):
-        if self.kind == "examples":
-            return self._batch_examples(rb, rows, base)
-        return self._batch_sequences(rb, rows, base)
+    def _where(self, j: int, k: int) -> str:
+        """Where in a row a problem is: ``"example j of k: "`` in a packed row."""
+        return f"example {j + 1} of {k}: " if self.kind == "packed" else ""
 
+    def _row(self, c: _Batch, i: int, base: int):
+        """Row ``i`` of a checked batch: :class:`Tokens` (packed: a list of them) or a :class:`BadRow`."""
+        if c.invalid is not None:
+            return BadRow(base + i, "", c.invalid)
+        b = c.slots
+        s0, s1 = c.first[i], c.first[i + 1]
+        problem = c.row_problems[i]
+        if problem is not None:
+            return BadRow(base + i, c.keys[s0] if s1 > s0 else "", problem)
+        k = int(np.searchsorted(c.bad, s0)) if len(c.bad) else 0
+        if k < len(c.bad) and c.bad[k] < s1:
+            s = int(c.bad[k])
+            return BadRow(base + i, c.keys[s], self._where(s - s0, s1 - s0) + c.problems[s])
+        lengths = c.lengths[s0:s1]
+        total = sum(lengths)
+        patches = b.tokens.at(i).reshape(total, self.token_dim)
+        if c.rows[i][4]:
+            positions = b.positions.at(i).view(np.int32).reshape(total, 3)
+        else:
+            positions = full_positions(c.grids[s0])
+        out, o = [], 0
+        for s, n in zip(range(s0, s1), lengths):
+            tok = self._slot(c, s, patches[o : o + n], positions[o : o + n])
+            if isinstance(tok, str):
+                return BadRow(base + i, c.keys[s], self._where(s - s0, s1 - s0) + tok)
+            out.append(tok)
+            o += n
+        return out if self.kind == "packed" else out[0]
+
+    def _batch(self, index: int) -> _Batch:
+        if self._last is None or self._last[0] != index:
+            self._last = (index, self._check_batch(self._file.get_record_batch(index)))
+        return self._last[1]
+
+    # -- reading -------------------------------------------------------------------------------
     def iter_checked(self) -> Iterator:
         """Rows in order: :class:`~patchpack.tokenize.Tokens` (``"packed"``: lists of them) or a
         :class:`BadRow` for a row that contradicts itself."""
         for b in range(self._file.num_record_batches):
-            yield from self._iter_batch(self._file.get_record_batch(b), None, int(self._starts[b]))
+            checked, base = self._batch(b), int(self._starts[b])
+            for i in range(int(self._starts[b + 1]) - base):
+                yield self._row(checked, i, base)
 
     def __iter__(self) -> Iterator:
         for row in self.iter_checked():
@@ -217,22 +310,27 @@ class ShardReader:
         if not 0 <= i < n:
             raise IndexError(f"row {i} out of range for a shard of {n} rows")
         b = int(np.searchsorted(self._starts, i, side="right") - 1)
-        r = i - int(self._starts[b])
-        row = next(self._iter_batch(self._file.get_record_batch(b), range(r, r + 1), int(self._starts[b])))
+        row = self._row(self._batch(b), i - int(self._starts[b]), int(self._starts[b]))
         if isinstance(row, BadRow):
             raise ShardFormatError(f"{self.path}: row {row.row} ({row.key!r}): {row.message}")
         return row
 
     def keys(self) -> list[str]:
-        """Sample keys, row order (``"packed"``: all slots of all sequences)."""
-        col = "key" if self.kind == "examples" else "keys"
+        """Sample keys, row order (``"packed"``: all slots of all sequences).
+
+        Raises:
+            ShardFormatError: a record batch Arrow cannot validate (its keys cannot be read).
+        """
         out: list[str] = []
         for b in range(self._file.num_record_batches):
-            vals = self._file.get_record_batch(b).column(col).to_pylist()
-            out.extend(vals if self.kind == "examples" else (k for ks in vals for k in ks))
+            checked = self._batch(b)
+            if checked.invalid is not None:
+                raise ShardFormatError(f"{self.path}: record batch {b}: {checked.invalid}")
+            out.extend(checked.keys)
         return out
 
     def close(self) -> None:
+        self._last = None
         self._source.close()
 
     def __enter__(self) -> "ShardReader":
@@ -261,8 +359,6 @@ def iter_shard_sequences(path: str | Path) -> Iterator[list[Tokens]]:
 
 
 def read_shard_metadata(path: str | Path) -> dict[str, Any]:
-    """The ``patchpack.*`` schema metadata of a shard (format, version, geometry, config)."""
+    """The ``patchpack.*`` schema metadata of a shard (format, version, geometry, fields, text, config)."""
     with ShardReader(path) as r:
         return dict(r.metadata, rows=r.num_rows)
-
-
