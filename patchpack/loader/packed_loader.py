@@ -58,6 +58,7 @@ class PackedLoader(DataLoader):
         self.epoch = 0
         self.worker_states: dict[int, dict] = {}
         self.next_worker = 0
+        self.delivered = 0  # batches received from the workers in this pass (their states' batch counts sum to it)
         self.resume_pending = False
 
     @property
@@ -72,12 +73,12 @@ class PackedLoader(DataLoader):
     def set_epoch(self, epoch: int) -> None:
         """Start the next pass at ``epoch`` (shard order and per-example randomness depend on it)."""
         self.epoch = int(epoch)
-        self.worker_states, self.next_worker, self.resume_pending = {}, 0, False
+        self.worker_states, self.next_worker, self.delivered, self.resume_pending = {}, 0, 0, False
 
     def __iter__(self) -> Iterator[PackedBatch]:  # type: ignore[override]
         ds: PackedDataset = self.dataset
         if not self.resume_pending:
-            self.worker_states, self.next_worker = {}, 0
+            self.worker_states, self.next_worker, self.delivered = {}, 0, 0
         self.resume_pending = False
         if self.worker_states and self.persistent_workers and getattr(self, "_iterator", None) is not None:
             raise RuntimeError("a resume state cannot reach persistent workers that are already running; "
@@ -101,7 +102,7 @@ class PackedLoader(DataLoader):
                 yield batch
                 start = last = time.perf_counter()
         self.epoch += 0 if self.config.epochs is None else self.config.epochs
-        self.worker_states, self.next_worker = {}, 0
+        self.worker_states, self.next_worker, self.delivered = {}, 0, 0
 
     def __len__(self) -> int:
         """Batches the next pass yields on this rank, where that is known without reading pixels.
@@ -157,6 +158,7 @@ class PackedLoader(DataLoader):
     def _absorb(self, batch: PackedBatch) -> None:
         info = batch.info
         self.worker_states[info.worker] = info.state
+        self.delivered += not info.empty
         self.next_worker = (info.worker + 1) % self.workers
         self.stats.merge(info.stats)
         for name, st in info.sources.items():
@@ -175,7 +177,7 @@ class PackedLoader(DataLoader):
         ds: PackedDataset = self.dataset
         return {
             "format": STATE_FORMAT, "epoch": self.epoch, "num_workers": self.workers, "rank": ds.rank,
-            "world_size": ds.world_size, "next_worker": self.next_worker,
+            "world_size": ds.world_size, "next_worker": self.next_worker, "batches": self.delivered,
             "workers": {str(w): s for w, s in sorted(self.worker_states.items())},
             "stats": self.stats.to_dict(), "fingerprint": ds.fingerprint(),
             **({"sources": {n: st.to_dict() for n, st in self.source_stats.items()}} if ds.sources.mixture else {}),
@@ -197,6 +199,7 @@ class PackedLoader(DataLoader):
         ds: PackedDataset = self.dataset
         plan = plan_resume(state, ds, self.workers)
         self.epoch, self.worker_states, self.next_worker = plan.epoch, plan.worker_states, plan.next_worker
+        self.delivered = plan.delivered
         self.stats, self.source_stats = plan.stats, plan.source_stats
         self.resume_pending = True
 

@@ -53,6 +53,7 @@ class ResumePlan:
     next_worker: int
     stats: PackStats
     source_stats: dict[str, PackStats] = field(default_factory=dict)
+    delivered: int = 0
 
 
 def _int(value: Any, where: str, low: int, high: int) -> int:
@@ -73,7 +74,8 @@ def _check_loader_state(s: Any, i: int, expected: str) -> None:
         got = s.get("format") if isinstance(s, dict) else type(s).__name__
         raise ResumeError(f"state {i} is not a packed-loader state of this version (format {str(got)[:40]!r}, "
                           f"expected {STATE_FORMAT!r})")
-    for name in ("epoch", "num_workers", "rank", "world_size", "next_worker", "workers", "stats", "fingerprint"):
+    for name in ("epoch", "num_workers", "rank", "world_size", "next_worker", "batches", "workers", "stats",
+                 "fingerprint"):
         if name not in s:
             raise ResumeError(f"state field {name} is missing (state {i})")
     if s["fingerprint"] != expected:
@@ -87,6 +89,12 @@ def _check_loader_state(s: Any, i: int, expected: str) -> None:
     if not isinstance(s["workers"], dict) or any(not (isinstance(w, str) and w.isdigit() and int(w) < workers)
                                                  for w in s["workers"]):
         raise ResumeError(f"state field workers: keys must be worker indices below num_workers={workers}")
+    delivered = _int(s["batches"], "batches", 0, 2**48)
+    counted = sum(ws.get("batches", 0) if isinstance(ws, dict) and isinstance(ws.get("batches"), int) else 0
+                  for ws in s["workers"].values())
+    if counted != delivered:
+        raise ResumeError(f"state field workers: the workers' states account for {counted} batches, the loader "
+                          f"received {delivered}: a worker's state is missing or altered")
 
 
 def _tasks_counter(ds: "PackedDataset", consumer: int, consumers: int):
@@ -153,7 +161,7 @@ def plan_resume(state: dict | Sequence[dict], ds: "PackedDataset", workers: int)
         for w, ws in s["workers"].items():
             c = r * old_workers + int(w)
             check_worker_state(ws, f"workers.{w}", ds.sources.urls_by_source, ds.sources.resampled,
-                               _tasks_counter(ds, c, old_consumers))
+                               _tasks_counter(ds, c, old_consumers), ds.config.pack)
             old[c] = ws
     _verify_shards(old, old_consumers, ds)
     if old_workers == workers and old_world == ds.world_size:
@@ -161,7 +169,7 @@ def plan_resume(state: dict | Sequence[dict], ds: "PackedDataset", workers: int)
         if s is None:
             raise ResumeError(f"no state of rank {ds.rank} among the {len(states)} given")
         return ResumePlan(int(s["epoch"]), {int(w): ws for w, ws in s["workers"].items()}, int(s["next_worker"]),
-                          _stats(s["stats"], "stats"), _source_stats(s))
+                          _stats(s["stats"], "stats"), _source_stats(s), int(s["batches"]))
     return _elastic(states, by_rank, old, old_world, old_workers, ds, workers)
 
 

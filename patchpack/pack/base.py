@@ -7,7 +7,7 @@ from typing import Any, Callable
 from .buffer import Bin
 from .config import PACKERS, OversizeError, PackConfig, PackedSequence
 
-__all__ = ["Packer", "Emitted", "register_packer", "make_packer"]
+__all__ = ["Packer", "Emitted", "register_packer", "make_packer", "check_packer_state"]
 
 
 class Emitted(list):
@@ -91,6 +91,8 @@ class Packer:
         }
 
     def load_state_dict(self, state: dict) -> None:
+        """Continue from ``state`` (checked first: :func:`check_packer_state`)."""
+        check_packer_state(state, self.config)
         size_of = self.size_of
         self.__init__(self.config)
         self.size_of = size_of
@@ -152,3 +154,43 @@ def make_packer(config: PackConfig | None = None, size_of: Callable[[Any], int] 
     packer = PACKERS.get(config.algorithm)(config)
     packer.size_of = size_of
     return packer
+
+
+def _entry(entry: Any, where: str, arrivals: int, seq_len: int) -> int:
+    """Check one ``(arrival, length, handle)`` entry; return its length."""
+    if not isinstance(entry, (list, tuple)) or len(entry) != 3:
+        raise ValueError(f"{where}: not an (arrival, length, example) entry")
+    arrival, length = entry[0], entry[1]
+    for name, v, lo, hi in (("arrival", arrival, 0, arrivals - 1), ("length", length, 1, seq_len)):
+        if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+            raise ValueError(f"{where}.{name}: {str(v)[:30]!r} is not an integer in [{lo}, {hi}]")
+    return length
+
+
+def check_packer_state(state: Any, config: PackConfig) -> None:
+    """Check a packer state (:meth:`Packer.state_dict`) against ``config`` before loading it: every
+    count in range, every held example's arrival before ``arrivals`` and length within ``seq_len``,
+    every open sequence's free space and oldest arrival consistent with what it holds.
+
+    Raises:
+        ValueError: naming the first field that is wrong.
+    """
+    if not isinstance(state, dict) or any(k not in state for k in ("arrivals", "buffer", "open", "truncated_tokens")):
+        raise ValueError("packer: expected an object with arrivals, buffer, open and truncated_tokens")
+    arrivals = state["arrivals"]
+    for name in ("arrivals", "truncated_tokens"):
+        v = state[name]
+        if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < 2**48:
+            raise ValueError(f"packer.{name}: {str(v)[:30]!r} is not a count")
+    if not isinstance(state["buffer"], list) or not isinstance(state["open"], list):
+        raise ValueError("packer.buffer and packer.open must be lists")
+    for i, entry in enumerate(state["buffer"]):
+        _entry(entry, f"packer.buffer.{i}", arrivals, config.seq_len)
+    for i, b in enumerate(state["open"]):
+        if not isinstance(b, (list, tuple)) or len(b) != 3 or not isinstance(b[2], list) or not b[2]:
+            raise ValueError(f"packer.open.{i}: not a (free, oldest, examples) sequence")
+        used = sum(_entry(e, f"packer.open.{i}.{j}", arrivals, config.seq_len) for j, e in enumerate(b[2]))
+        cap = config.max_per_seq
+        if b[0] != config.seq_len - used or b[1] != min(e[0] for e in b[2]) or (cap and len(b[2]) > cap):
+            raise ValueError(f"packer.open.{i}: free space {b[0]!r} or oldest arrival {b[1]!r} does not match "
+                             "what it holds")

@@ -16,6 +16,8 @@ from __future__ import annotations
 from typing import Any, Callable, Sequence
 
 from ..errors import ResumeError
+from ..pack import PackConfig
+from ..pack.base import check_packer_state
 from .held import collect_refs
 
 __all__ = ["ResumeError", "stage_states", "read_state", "pack_state", "check_worker_state", "MAX_POSITION"]
@@ -106,13 +108,14 @@ def _check_cursor(cur: Any, where: str, tasks: int, urls: Sequence[str]) -> None
 
 
 def check_worker_state(state: Any, where: str, urls: Sequence[Sequence[str]], resampled: Sequence[bool],
-                       tasks_of: Callable[[int, int], int]) -> None:
+                       tasks_of: Callable[[int, int], int], pack: PackConfig) -> None:
     """Check one worker's state (module doc) against the loader's sources.
 
     Args:
         where: the field path of this state, for messages (``"workers.1"``).
         urls: each source's shard urls; resampled: whether each source is drawn endlessly.
         tasks_of(source, epoch): this consumer's planned shard tasks of a source in an epoch.
+        pack: the loader's packing config (the packer state is checked against it).
 
     Raises:
         ResumeError: the first field that is missing, of another type, out of range, or naming
@@ -140,6 +143,9 @@ def check_worker_state(state: Any, where: str, urls: Sequence[Sequence[str]], re
                 or not isinstance(ps.get("pending", []), list):
             raise ResumeError(f"state field {pw}: packer, rows and pending must be an object and lists")
         if ps["packer"] is not None:
-            _int(_get(ps["packer"], "arrivals", f"{pw}.packer"), f"{pw}.packer.arrivals")
+            try:
+                check_packer_state(ps["packer"], pack)
+            except ValueError as exc:
+                raise ResumeError(f"state field {pw}.{exc}") from None
         for i, ref in enumerate(collect_refs([ps["packer"], ps["rows"], ps.get("pending", [])], [])):
             _check_ref(ref, f"{pw} held example {i}", urls)

@@ -71,6 +71,8 @@ def _run(mix, threads: int, workers: int, cut: int | None, workers_after: int = 
         return sorted(_tokens_by_key(loader).items())
     it = iter(loader)
     head = [b for _, b in zip(range(cut), it)]
+    if len(head) < cut:  # the pass ended: its state is the next epoch's start
+        return sorted(_tokens_by_key(head).items())
     state = loader.state_dict()
     resumed = make_loader(mix(), **dict(SMALL, decode_threads=threads, num_workers=workers_after))
     resumed.load_state_dict(state)
