@@ -19,9 +19,9 @@ def kinds(recs):
 
 
 def folder_keys(keys: list[str], last: str) -> set[str]:
-    """The hostile folder builders' keys as folder keys (the media file's path): good ``.png``
-    files, then the hazard named ``last``."""
-    return {k + ".png" for k in keys[:-1]} | {last}
+    """The hostile folder builders' keys as folder keys (the media file's path, extension
+    included): good ``.png`` files, then the hazard named ``last``."""
+    return {k if k.endswith(".png") else k + ".png" for k in keys[:-1]} | {last}
 
 
 def test_fifo_named_like_an_image_is_a_record_not_a_hang(tmp_path):
