@@ -45,7 +45,7 @@ from patchpack.fit import FitConfig, fit
 from patchpack.loader.batch import collate
 from patchpack.model import NaViTConfig
 from patchpack.model.contrastive import TwoTower, TwoTowerConfig, contrastive_step
-from patchpack.loader.text import tokenize_texts
+from patchpack.text import tokenize_texts
 from patchpack.model.text import TextConfig
 from patchpack.pack import PackConfig, make_packer
 from patchpack.synth import IMAGE_CLASSES, SynthConfig, caption, draw_image_scene

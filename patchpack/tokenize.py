@@ -34,6 +34,8 @@ class Tokens:
             empty for -1); given a set, ``label`` follows from it.
         fields: the example's text fields by name (``LoaderConfig.fields``; ``None`` for an
             optional field the sample does not have).
+        text_ids: token ids of text fields by name, unpadded int32 (stored shards made with a
+            tokenizer); ``None`` where the field is ``None``.
     """
 
     key: str
@@ -44,6 +46,7 @@ class Tokens:
     meta: dict[str, Any] = field(default_factory=dict)
     label_set: tuple[int, ...] = ()
     fields: dict[str, str | None] = field(default_factory=dict)
+    text_ids: dict[str, np.ndarray | None] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.label_set:

@@ -46,7 +46,7 @@ from ..pipeline.stored_rows import check_stored_seq_len, serves_packed
 from ..pipeline.stream import WorkerPosition, worker_stream
 from ..sources.wds import missing_local
 from .batch import PackedBatch, collate
-from .text import multi_hot, slot_texts, tokenize_texts
+from ..text import multi_hot, slot_texts, tokenize_texts
 
 __all__ = ["PackedDataset", "dist_info", "batch_of"]
 

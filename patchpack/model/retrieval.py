@@ -25,7 +25,7 @@ import torch
 
 from .contrastive import TwoTower, text_pairs
 from .losses import flatten_slots, real_slots
-from ..loader.text import tokenize_texts
+from ..text import tokenize_texts
 
 __all__ = [
     "TEMPLATES", "class_prompts", "ClassPrompts", "class_embeddings", "zero_shot_accuracy", "text_groups",
@@ -68,7 +68,7 @@ class ClassPrompts:
     @classmethod
     def build(cls, prompts: Sequence[Sequence[str]], tokenizer: Any, text_len: int) -> "ClassPrompts":
         """From :func:`class_prompts`'s output, tokenized as the loader tokenizes captions (the
-        loader's ``tokenizer`` and ``text_len``; :func:`~patchpack.loader.text.tokenize_texts`)."""
+        loader's ``tokenizer`` and ``text_len``; :func:`~patchpack.text.tokenize_texts`)."""
         flat: list[str | None] = [p for ps in prompts for p in ps]
         ids, mask, _, _ = tokenize_texts([flat], tokenizer, text_len)
         classes = np.repeat(np.arange(len(prompts)), [len(ps) for ps in prompts])

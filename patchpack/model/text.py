@@ -17,7 +17,7 @@ Pooling (``TextConfig.pool``):
 
 A text with no real token (a missing caption) pools to zeros; the two-tower model keeps
 such slots out of the loss. The loader tokenizes (``LoaderConfig.tokenizer``, ``text_len``;
-:func:`patchpack.loader.text.tokenize_texts`).
+:func:`patchpack.text.tokenize_texts`).
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ from ..drop import DropConfig
 from ..fit import FitConfig
 from ..pack import PackConfig
 from ..sources.tarscan import DEFAULT_MAX_MEMBER_BYTES
+from ..text import tokenizer_name
 
 __all__ = ["PreprocessConfig", "ENGINES"]
 
@@ -37,6 +38,9 @@ class PreprocessConfig:
             ``json`` member), as for the loader; missing -> unlabelled.
         fields: text fields stored with each example, as the loader's ``fields``.
         field_max_bytes: largest field read (bytes), as the loader's.
+        tokenizer: stores the token ids of the text field (the loader's ``text_name``) beside
+            its text, cut to ``text_len`` (as the loader's ``tokenizer``); ``None``: text only.
+        text_len: tokens kept per text.
         packed: store packed sequences instead of examples.
         pack, drop: packing and dropping policy for ``packed`` shards.
         rows_per_batch: Arrow record batch size in rows.
@@ -52,6 +56,8 @@ class PreprocessConfig:
     label_field: str = "cls"
     fields: tuple[str, ...] = ()
     field_max_bytes: int = 64 * 2**10
+    tokenizer: Any = None
+    text_len: int = 64
     packed: bool = False
     pack: PackConfig = field(default_factory=PackConfig)
     drop: DropConfig = field(default_factory=DropConfig)
@@ -66,7 +72,8 @@ class PreprocessConfig:
         """The loader configuration whose first epoch, without dropping, these shards store."""
         return LoaderConfig(fit=self.fit, image=self.image, video=self.video, seed=self.seed,
                             label_field=self.label_field, fields=self.fields, field_max_bytes=self.field_max_bytes,
-                            max_member_bytes=self.max_member_bytes, training=False, pack=self.pack)
+                            max_member_bytes=self.max_member_bytes, training=False, pack=self.pack,
+                            tokenizer=self.tokenizer, text_len=self.text_len)
 
     @property
     def tubelet(self) -> int:
@@ -79,20 +86,22 @@ class PreprocessConfig:
             fit=loader_cfg.fit, image=loader_cfg.image, video=loader_cfg.video, seed=loader_cfg.seed,
             label_field=loader_cfg.label_field, pack=loader_cfg.pack, drop=loader_cfg.drop,
             max_member_bytes=loader_cfg.max_member_bytes, fields=loader_cfg.fields,
-            field_max_bytes=loader_cfg.field_max_bytes,
+            field_max_bytes=loader_cfg.field_max_bytes, tokenizer=loader_cfg.tokenizer, text_len=loader_cfg.text_len,
         )
         kw.update(overrides)
         return cls(**kw)
 
     def to_dict(self) -> dict:
         """JSON-ready form (recorded in the manifest and the shard metadata)."""
-        d = dataclasses.asdict(self)
+        d = dataclasses.asdict(dataclasses.replace(self, tokenizer=None))
+        d["tokenizer"] = None if self.tokenizer is None else tokenizer_name(self.tokenizer)
+        d["drop"]["rate_fn"] = None if self.drop.rate_fn is None else tokenizer_name(self.drop.rate_fn)
         d["video"] = dataclasses.asdict(self.video) if dataclasses.is_dataclass(self.video) else self.video
         if self.max_member_bytes == DEFAULT_MAX_MEMBER_BYTES:  # manifests of runs before the option match
             d.pop("max_member_bytes")
         if not self.fields:  # manifests of runs without fields match
-            d.pop("fields")
-            d.pop("field_max_bytes")
+            for name in ("fields", "field_max_bytes", "tokenizer", "text_len"):
+                d.pop(name)
         if not self.packed:  # packing options do not affect example shards
             d.pop("pack")
             d.pop("drop")

@@ -26,7 +26,10 @@ from ..pipeline.tokens import pixels_to_tokens
 from ..rng import DROP_STREAM, FIT_STREAM, example_rng
 from ..sources import Sample, read_shard
 from ..storage.manifest import ERRORS_DIR, SHARD_SUFFIX
+from ..sources.fields import field_name
+from ..storage.format import TextIdsSpec
 from ..storage.writer import ShardWriter
+from ..text import encode_texts, tokenizer_name
 from ..tokenize import Tokens
 from .config import PreprocessConfig
 
@@ -102,7 +105,31 @@ def sample_to_tokens(sample: Sample, cfg: PreprocessConfig) -> Tokens:
                           shard=sample.shard, stage="decode") from None
     meta = {"source_size": tuple(pr.source_size), "source_shard": sample.shard, "kind": pr.kind, "index": sample.index}
     return Tokens(sample.key, patches, positions, tuple(pr.grid), meta=meta, label_set=held.labels,
-                  fields=held.fields)
+                  fields=held.fields, text_ids=_text_ids(held.fields, lcfg))
+
+
+def _text_ids(fields: dict[str, str | None], cfg) -> dict:
+    """Token ids of the text field, cut to ``text_len`` (none without a tokenizer)."""
+    name = cfg.text_name
+    if cfg.tokenizer is None or name is None:
+        return {}
+    text = fields.get(name)
+    if text is None:
+        return {name: None}
+    (ids,) = encode_texts(cfg.tokenizer, [text])
+    return {name: np.asarray(ids[: cfg.text_len], np.int32)}
+
+
+def _writer(path: Path, cfg: PreprocessConfig, meta: dict) -> ShardWriter:
+    lcfg = cfg.loader_config()
+    text = None
+    if cfg.tokenizer is not None and lcfg.text_name is not None:
+        text = TextIdsSpec(tokenizer=tokenizer_name(cfg.tokenizer), text_len=cfg.text_len, fields=(lcfg.text_name,),
+                           vocab_size=getattr(cfg.tokenizer, "vocab_size", None))
+    return ShardWriter(path, "packed" if cfg.packed else "examples", patch_size=cfg.fit.patch_size,
+                       tubelet=cfg.tubelet, channels=3, fields=[field_name(s) for s in cfg.fields],
+                       field_max_bytes=cfg.field_max_bytes, text=text, metadata=meta,
+                       rows_per_batch=cfg.rows_per_batch)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -141,10 +168,7 @@ def process_shard(task: dict) -> dict:
     started = time.perf_counter()
     errors: list[ErrorRecord] = []
     meta = {"config": cfg.to_dict(), "input": url}
-    writer = ShardWriter(
-        out_dir / name, "packed" if cfg.packed else "examples", patch_size=cfg.fit.patch_size,
-        tubelet=cfg.tubelet, channels=3, metadata=meta, rows_per_batch=cfg.rows_per_batch,
-    )
+    writer = _writer(out_dir / name, cfg, meta)
     try:
         stream = _examples(url, cfg, errors)
         if cfg.packed:

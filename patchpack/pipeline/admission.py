@@ -24,7 +24,8 @@ from ..example import Header, Plan
 from ..fit import plan_example, replay_fit_draw
 from ..rng import CROP_STREAM, FIT_STREAM, example_rng
 from ..sources import Sample, StoredSample
-from ..sources.labels import LABEL_MAX
+from ..sources.fields import field_name, sample_fields
+from ..sources.labels import LABEL_MAX, sample_labels
 from .held import Held
 
 __all__ = ["admit_sample", "admit_stored", "plan_media", "plan_cropped", "MAX_KEY_BYTES"]
@@ -62,19 +63,9 @@ def _kept(plan: Plan, cfg: LoaderConfig, rng: np.random.Generator, epoch: int, f
     return keep_count(n, drop_rate(cfg.drop, n, rng, progress, cfg.training, height=h, width=w))
 
 
-def example_labels(sample: Sample, cfg: LoaderConfig) -> tuple[int, ...]:  # TEMP until sources.labels lands
-    from ..sources.labels import sample_label
-
-    label = sample_label(sample, cfg.label_field)
-    return (label,) if label >= 0 else ()
-
-
-def example_fields(sample: Sample, cfg: LoaderConfig) -> dict:  # TEMP until sources.fields lands
-    if not cfg.fields:
-        return {}
-    from ..sources.fields import sample_fields
-
-    return sample_fields(sample, cfg.fields, cfg.field_max_bytes)
+def example_fields(sample: Sample, cfg: LoaderConfig) -> dict[str, str | None]:
+    """The text fields ``cfg.fields`` asks for (``{}`` when none)."""
+    return sample_fields(sample, cfg.fields, cfg.field_max_bytes) if cfg.fields else {}
 
 
 def _check_key(sample: Sample) -> None:
@@ -103,7 +94,7 @@ def admit_sample(sample: Sample, cfg: LoaderConfig, source: int, epoch: int, fra
         raise SampleError("no-media", f"no image{'/video' if cfg.video else ''} member (members: {names})",
                           stage="source")
     member, kind = found
-    labels = example_labels(sample, cfg)
+    labels = sample_labels(sample, cfg.label_field)
     fields = example_fields(sample, cfg)
     rng = example_rng(cfg.seed, epoch, sample.key, FIT_STREAM)
     header = decode.read_header(sample.members[member], kind, cfg.image, cfg.video, key=sample.key)
@@ -142,6 +133,7 @@ def admit_stored(sample: StoredSample, cfg: LoaderConfig, source: int, epoch: in
     if any(not 0 <= int(v) <= LABEL_MAX for v in tok.label_set):
         raise SampleError("bad-label", f"stored labels {list(tok.label_set)[:4]} outside [0, {LABEL_MAX}]",
                           stage="source")
+    fields = stored_fields(tok.fields, cfg)
     src = tuple(int(v) for v in tok.meta.get("source_size", (0, 0)))
     kind = tok.meta.get("kind", "image")
     rng = example_rng(cfg.seed, epoch, sample.key, FIT_STREAM)
@@ -150,4 +142,21 @@ def admit_stored(sample: StoredSample, cfg: LoaderConfig, source: int, epoch: in
     plan = Plan(kind, src, (h * p, w * p), (t, h, w), stored=True)
     keep = min(len(tok), _kept(plan, cfg, rng, epoch, fraction))
     return Held(sample.key, sample.shard, sample.index, epoch, source, "", tok, plan, keep, tuple(tok.label_set),
-                dict(tok.fields))
+                fields)
+
+
+def stored_fields(stored: dict[str, str | None], cfg: LoaderConfig) -> dict[str, str | None]:
+    """The fields ``cfg`` asks for out of a stored example's: a required one the shard does not carry
+    (or carries empty), or one over the loader's ``field_max_bytes``, is a ``bad-field``."""
+    out: dict[str, str | None] = {}
+    for spec in cfg.fields:
+        name = field_name(spec)
+        value = stored.get(name)
+        if value is None and not spec.endswith("?"):
+            why = "has none" if name in stored else "was made without it"
+            raise SampleError("bad-field", f"required field {name!r}: the stored example {why}", stage="source")
+        if value is not None and len(value.encode("utf-8")) > cfg.field_max_bytes:
+            raise SampleError("bad-field", f"field {name!r} is over field_max_bytes={cfg.field_max_bytes}",
+                              stage="source")
+        out[name] = value
+    return out

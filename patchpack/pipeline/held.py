@@ -137,10 +137,8 @@ def restore_held(refs: Iterable[dict], options: Callable[[int], ReadOptions],
             raise ResumeError(f"{ref['shard']} changed since the state was saved: sample {ref['index']} is "
                               f"{sample.key!r}, the state expects {ref['key']!r}; resume needs the same shards")
         source = int(ref["source"])
-        if isinstance(sample, StoredSample):
-            data, fields = sample.tokens, dict(sample.tokens.fields)
-        else:
-            data, fields = sample.members[ref["member"]], fields_of(sample, source)
+        data = sample.tokens if isinstance(sample, StoredSample) else sample.members[ref["member"]]
+        fields = fields_of(sample, source)
         return Held(ref["key"], ref["shard"], int(ref["index"]), int(ref["epoch"]), source, ref["member"], data,
                     Plan.from_json(ref["plan"]), int(ref["keep"]), tuple(int(v) for v in ref["labels"]), fields)
 

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from typing import Iterator
 
 from ..errors import ResumeError, SampleError
-from ..sources import Sample, read_task
-from .admission import example_fields
+from ..sources import Sample, StoredSample, read_task
+from .admission import example_fields, stored_fields
 from .admit import AdmitStage
 from .batch import BatchStage
 from .held import collect_refs, restore_held
@@ -70,7 +70,10 @@ def build_stream(sources: Sources, at: WorkerPosition, *, stored: bool = False, 
 
 def _fields_of(sources: Sources):
     def read(sample: Sample, source: int) -> dict:
-        return example_fields(sample, sources.configs[source])
+        cfg = sources.configs[source]
+        if isinstance(sample, StoredSample):
+            return stored_fields(sample.tokens.fields, cfg)
+        return example_fields(sample, cfg)
     return read
 
 

@@ -169,7 +169,7 @@ def test_readme_example_tokenizer_and_siglip2_text_tower(tmp_path):
     import webdataset as wds
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
 
-    from patchpack.loader.text import tokenize_texts
+    from patchpack.text import tokenize_texts
     from patchpack.model.retrieval import ClassPrompts, class_prompts
     from patchpack.synth import CLASS_WORDS, make_dataset
 

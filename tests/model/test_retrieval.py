@@ -99,7 +99,7 @@ def test_class_prompts_are_tokenized_as_the_loader_tokenizes_captions():
     tokenizers = pytest.importorskip("tokenizers")
     from tokenizers import models, pre_tokenizers, trainers
 
-    from patchpack.loader.text import tokenize_texts
+    from patchpack.text import tokenize_texts
 
     words = [("horizontal stripes",), ("concentric rings", "a bullseye")]
     prompts = class_prompts(words)

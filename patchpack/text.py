@@ -1,8 +1,8 @@
-"""Per-slot text and label sets of a batch: ``texts``, ``text_ids``/``text_mask``, ``targets``.
+"""Text and label sets as arrays: a batch's ``texts``, ``text_ids``/``text_mask`` and ``targets``.
 
-Runs in the worker, on numpy, before the tensors are made: the tokenizer (any callable
-``str -> list[int]``, or an object with the Hugging Face tokenizer call convention) is called
-on the batch's texts at once when it takes lists, and its ids are cut or 0-padded to
+Plain numpy (the loader's workers and offline preprocessing both call it): the tokenizer (any
+callable ``str -> list[int]``, or an object with the Hugging Face tokenizer call convention) is
+called on a batch's texts at once when it takes lists, and its ids are cut or 0-padded to
 ``text_len``.
 """
 
@@ -13,9 +13,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..tokenize import Tokens
+from .tokenize import Tokens
 
-__all__ = ["slot_texts", "tokenize_texts", "multi_hot"]
+__all__ = ["slot_texts", "tokenize_texts", "encode_texts", "tokenizer_name", "multi_hot"]
 
 
 def slot_texts(rows: Sequence[Sequence[Tokens]], slots: int, name: str) -> list[list[str | None]]:
@@ -41,6 +41,25 @@ def _ids(tokenizer: Any, texts: list[str]) -> list[list[int]]:
     return result
 
 
+def encode_texts(tokenizer: Any, texts: list[str]) -> list[list[int]]:
+    """Each text's token ids, uncut (one call for a Hugging Face tokenizer, else one per text).
+
+    Raises:
+        ValueError: the tokenizer gave something that is not a list of integers (one line).
+    """
+    try:
+        return _ids(tokenizer, texts)
+    except (TypeError, ValueError, KeyError) as exc:
+        raise ValueError(f"the tokenizer did not give token ids for a text ({type(exc).__name__}: "
+                         f"{str(exc)[:120]}); it must map str -> list[int]") from None
+
+
+def tokenizer_name(tokenizer: Any) -> str:
+    """A name for a tokenizer, for shard metadata: its ``name_or_path``, else its qualified name."""
+    name = getattr(tokenizer, "name_or_path", None) or getattr(tokenizer, "__qualname__", None)
+    return str(name or type(tokenizer).__qualname__)[:200]
+
+
 def tokenize_texts(texts: list[list[str | None]], tokenizer: Any, text_len: int
                    ) -> tuple[np.ndarray, np.ndarray, int, int]:
     """``(text_ids int32 [B, E, T], text_mask bool [B, E, T], tokenized, truncated)``.
@@ -54,11 +73,7 @@ def tokenize_texts(texts: list[list[str | None]], tokenizer: Any, text_len: int
     where = [(i, j) for i, row in enumerate(texts) for j, t in enumerate(row) if t is not None]
     if not where:
         return ids, mask, 0, 0
-    try:
-        encoded = _ids(tokenizer, [texts[i][j] for i, j in where])
-    except (TypeError, ValueError, KeyError) as exc:
-        raise ValueError(f"the tokenizer did not give token ids for a text ({type(exc).__name__}: "
-                         f"{str(exc)[:120]}); it must map str -> list[int]") from None
+    encoded = encode_texts(tokenizer, [texts[i][j] for i, j in where])
     truncated = 0
     for (i, j), seq in zip(where, encoded):
         n = min(len(seq), text_len)
