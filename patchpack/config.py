@@ -19,6 +19,7 @@ from .errors import ERROR_POLICIES
 from .fit.image import FitConfig
 from .pack.config import PackConfig
 from .sources import ReadOptions
+from .sources.remote import RemoteConfig
 
 __all__ = ["LoaderConfig", "ConfigWarning", "largest_example", "budget_problem", "check_stored_shards"]
 
@@ -63,6 +64,10 @@ class LoaderConfig:
             ``checksum`` record and the shard is not used.
         max_member_bytes: largest tar member or folder file read (bytes, checked before
             reading; default 256 MiB); a larger one is an ``oversize-member`` record.
+        image_column: parquet and ``datasets`` sources: the column holding the image (``None``:
+            the first ``Image`` struct or binary column).
+        remote_retries: re-opens allowed per remote stream (``s3://``, ``https://``, ...) in all,
+            waiting 0.5 s, then twice as long each time (default 5); then a ``shard`` record.
         label_field: member holding the label(s): ``"cls"`` (text integers), or
             ``"json:<name>"`` for a key of the ``json`` member (an integer or a list of them).
             Missing -> unlabelled (label -1).
@@ -111,6 +116,8 @@ class LoaderConfig:
     errors_path: str | None = None
     verify: str = "sha256"
     max_member_bytes: int = 256 * 2**20
+    image_column: str | None = None
+    remote_retries: int = 5
     label_field: str = "cls"
     rank: int | None = None
     world_size: int | None = None
@@ -152,6 +159,8 @@ class LoaderConfig:
             raise ValueError(f"verify must be 'sha256', 'size' or 'none', got {self.verify!r}")
         if self.max_member_bytes < 1:
             raise ValueError("max_member_bytes must be >= 1")
+        if self.remote_retries < 0:
+            raise ValueError(f"remote_retries must be >= 0, got {self.remote_retries}")
         if self.decode_threads < 1:
             raise ValueError(f"decode_threads must be >= 1, got {self.decode_threads}")
         if self.packed_shards not in ("serve", "repack"):
@@ -204,7 +213,8 @@ class LoaderConfig:
     @property
     def read_options(self) -> ReadOptions:
         """What the shard readers are told (:func:`patchpack.sources.read_shard`)."""
-        return ReadOptions(max_member_bytes=self.max_member_bytes, verify=self.verify)
+        return ReadOptions(max_member_bytes=self.max_member_bytes, verify=self.verify, image_column=self.image_column,
+                           remote=RemoteConfig(retries=self.remote_retries))
 
     @property
     def active_augment(self) -> AugmentConfig | None:

@@ -14,10 +14,11 @@ from .readers import (
     SOURCES, VERIFY_MODES, ReadOptions, Reader, SourceEntry, fetch_samples, read_shard, read_task, reader_for,
     register_source,
 )
+from .remote import REMOTE_SCHEMES, RemoteConfig
 from .sample import UNSAFE_EXTS, Sample, ShardTask, StoredSample
 
 __all__ = [
     "Sample", "StoredSample", "ShardTask", "UNSAFE_EXTS", "Reader", "ReadOptions", "SourceEntry", "SOURCES",
     "VERIFY_MODES", "register_source", "reader_for", "read_shard", "read_task", "fetch_samples", "expand_sources",
-    "plan_shards", "resampled_task", "shard_order", "folder_classes", "sample_label",
+    "plan_shards", "resampled_task", "shard_order", "folder_classes", "sample_label", "REMOTE_SCHEMES", "RemoteConfig",
 ]

@@ -255,10 +255,12 @@ def read_datasets_arrow(url: str, start: int = 0, owns: Callable[[int], bool] | 
 def parquet_reader(url: str, start: int, owns: Callable[[int], bool],
                    options: "ReadOptions") -> Iterator[Sample | ErrorRecord]:
     """:func:`read_parquet` as a registered source reader (``*.parquet`` urls)."""
-    return read_parquet(url, start, owns, max_member_bytes=options.max_member_bytes)
+    return read_parquet(url, start, owns, image_column=options.image_column,
+                        max_member_bytes=options.max_member_bytes, remote=options.remote)
 
 
 def datasets_arrow_reader(url: str, start: int, owns: Callable[[int], bool],
                           options: "ReadOptions") -> Iterator[Sample | ErrorRecord]:
     """:func:`read_datasets_arrow` as a registered source reader (:func:`is_datasets_arrow` urls)."""
-    return read_datasets_arrow(url, start, owns, max_member_bytes=options.max_member_bytes)
+    return read_datasets_arrow(url, start, owns, image_column=options.image_column,
+                               max_member_bytes=options.max_member_bytes)

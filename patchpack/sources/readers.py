@@ -17,6 +17,7 @@ from typing import Callable, Iterable, Iterator, NamedTuple, Protocol
 from ..errors import ErrorRecord
 from ..registry import Registry
 from .folder import read_folder
+from .remote import DEFAULT_REMOTE, RemoteConfig
 from .parquet import datasets_arrow_reader, is_datasets_arrow, is_parquet_url, parquet_reader
 from .sample import Sample, ShardTask
 from .tar import DEFAULT_MAX_MEMBER_BYTES, read_tar
@@ -39,10 +40,15 @@ class ReadOptions:
             default 256 MiB); a larger one is an ``oversize-member`` record.
         verify: how patchpack shards are checked against their manifest: ``"sha256"``
             (default), ``"size"`` or ``"none"``; a mismatch is a ``checksum`` record.
+        image_column: parquet and ``datasets`` sources: the column holding the image (``None``:
+            the first ``Image`` struct or binary column).
+        remote: how object-store and web urls are read (chunk size, retries with backoff).
     """
 
     max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES
     verify: str = "sha256"
+    image_column: str | None = None
+    remote: RemoteConfig = DEFAULT_REMOTE
 
     def __post_init__(self) -> None:
         if self.max_member_bytes < 1:
