@@ -28,6 +28,8 @@ __all__ = ["Extended", "MemberHeader", "read_extended", "member_header", "EXTEND
 MAX_META_BYTES = 2**20
 #: Longest member name (bytes) used as a key (4096, Linux's PATH_MAX); a longer one is ``bad-name``.
 MAX_NAME_BYTES = 4096
+_NO_FIELDS: dict = {}
+
 #: Type flags of extended headers: pax (``x``), global pax (``g``), GNU long name and link.
 EXTENDED_TYPES = (b"x", b"g", b"L", b"K")
 
@@ -50,7 +52,7 @@ class Extended:
         return Extended(self.gpax)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class MemberHeader:
     """A member header with its extended headers applied."""
 
@@ -109,14 +111,14 @@ def checked_size(size: int, fields: dict, tflag: bytes, remaining: int | None) -
     return claimed, ""
 
 
-def member_header(off: int, block: bytes, ext: Extended, remaining: int | None) -> MemberHeader:
-    """The member header ``block`` with ``ext`` applied. Raises HeaderError on a damaged field."""
-    size = number(block[124:136])
+def member_header(off: int, block: bytes, size: int, ext: Extended, remaining: int | None) -> MemberHeader:
+    """The member header ``block`` (its size field says ``size``) with ``ext`` applied. Raises
+    HeaderError on a damaged field."""
     tflag = block[156:157]
-    fields = {**ext.gpax, **ext.pax}
+    fields = {**ext.gpax, **ext.pax} if ext.gpax or ext.pax else _NO_FIELDS
     raw_name = fields.get("path") or ext.long_name or header_name(block)
     size, untrusted = checked_size(size, fields, tflag, remaining)
-    sparse = tflag == b"S" or any(k.startswith("GNU.sparse.") for k in fields)
+    sparse = tflag == b"S" or (fields is not _NO_FIELDS and any(k.startswith("GNU.sparse.") for k in fields))
     if tflag == b"S":
         realsize: int | None = number(block[483:495])
     elif sparse:

@@ -69,7 +69,7 @@ class TarScanConfig:
             raise ValueError(f"chunk_bytes must be >= {BLOCK}")
 
 
-@dataclass
+@dataclass(slots=True)
 class TarMember:
     """One member header. ``size`` is its declared data size; ``problem`` ``(kind, message)``
     when it is never read. Call :meth:`read` (at most once, before the next event) for its data."""
@@ -241,7 +241,7 @@ def _headers(s: Stream) -> Iterator[MemberHeader | HeaderDamage | ShardNote | Ta
                     yield ShardNote("bad-header", ext.note, off)
                 ext = replace(ext, note="", offset=start if tflag != b"g" else ext.offset)
                 continue
-            header = member_header(off, block, ext, s.remaining())
+            header = member_header(off, block, size, ext, s.remaining())
             if header.size < 0 or (header.sparse_size or 0) < 0:
                 raise HeaderError("negative size")
         except (HeaderError, ValueError) as exc:
@@ -252,7 +252,8 @@ def _headers(s: Stream) -> Iterator[MemberHeader | HeaderDamage | ShardNote | Ta
                 yield TarEnd(s.pos)
                 return
             continue
-        ext = ext.next()
+        if ext.offset >= 0:  # extended headers were applied to this member: start afresh
+            ext = ext.next()
         yield header
 
 

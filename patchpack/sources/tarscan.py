@@ -180,8 +180,9 @@ def group_members(events: Iterable[TarEvent], shard: str, cfg: TarScanConfig | N
     for ev in events:
         if isinstance(ev, TarMember):
             key, ext = split_name(ev.name)
-            group, done = _entered(group, key, ev.offset, want, shard)
-            yield from done
+            if group is None or group.key != key:
+                group, done = _entered(group, key, ev.offset, want, shard)
+                yield from done
             group.add(ev, ext, cfg)
         elif isinstance(ev, HeaderDamage):
             key = _damaged_key(ev, group)
