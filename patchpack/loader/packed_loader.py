@@ -17,7 +17,7 @@ from ..errors import ErrorRecord
 from ..stats import PackStats
 from .batch import PackedBatch
 from .dataset import PackedDataset
-from .resume import STATE_FORMAT, plan_resume
+from .resume import STATE_FORMAT, encode_state, plan_resume
 from .wait import DataWait
 
 __all__ = ["PackedLoader", "make_loader"]
@@ -172,16 +172,21 @@ class PackedLoader(DataLoader):
                         rec.write_jsonl(fh)
 
     def state_dict(self) -> dict:
-        """JSON-serialisable position: the latest state of every worker, the round-robin
-        position, the epoch and the merged stats."""
+        """The loader's position: the latest state of every worker, the round-robin position, the
+        epoch and the merged stats (:func:`~patchpack.loader.resume.encode_state`).
+
+        Flat and JSON-ready: the parts whose shape varies (``workers``, ``stats``, ``sources``)
+        are JSON strings, so checkpointers that flatten a state into the shape of a fresh
+        loader's (``torch.distributed.checkpoint``) store and restore them whole.
+        :func:`~patchpack.loader.resume.decode_state` gives the nested form."""
         ds: PackedDataset = self.dataset
-        return {
+        return encode_state({
             "format": STATE_FORMAT, "epoch": self.epoch, "num_workers": self.workers, "rank": ds.rank,
             "world_size": ds.world_size, "next_worker": self.next_worker, "batches": self.delivered,
             "workers": {str(w): s for w, s in sorted(self.worker_states.items())},
             "stats": self.stats.to_dict(), "fingerprint": ds.fingerprint(),
-            **({"sources": {n: st.to_dict() for n, st in self.source_stats.items()}} if ds.sources.mixture else {}),
-        }
+            "sources": {n: st.to_dict() for n, st in self.source_stats.items()},
+        })
 
     def load_state_dict(self, state: dict | list[dict]) -> None:
         """Continue from ``state`` at the next ``iter()``: one rank's :meth:`state_dict`, or the

@@ -12,6 +12,7 @@ otherwise the rest of the epoch is re-dealt (:func:`patchpack.pipeline.elastic.r
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -27,9 +28,35 @@ from ..stats import PackStats
 if TYPE_CHECKING:
     from .dataset import PackedDataset
 
-__all__ = ["gather_states", "plan_resume", "ResumePlan", "STATE_FORMAT", "ElasticResumeError"]
+__all__ = ["gather_states", "plan_resume", "ResumePlan", "STATE_FORMAT", "ElasticResumeError", "encode_state",
+           "decode_state"]
 
 STATE_FORMAT = "patchpack.loader/2"
+#: the parts of a loader state whose shape varies, held as JSON strings
+_NESTED = ("workers", "stats", "sources")
+
+
+def encode_state(state: dict) -> dict:
+    """The flat form of a nested loader state: :data:`_NESTED` parts as compact JSON strings."""
+    return {k: json.dumps(v, separators=(",", ":")) if k in _NESTED else v for k, v in state.items()}
+
+
+def decode_state(state: Any) -> dict:
+    """The nested form of a loader state (its JSON-string parts parsed), for reading it.
+
+    Raises:
+        ResumeError: a part that is not the JSON it should be (one line).
+    """
+    if not isinstance(state, dict):
+        raise ResumeError(f"a loader state is an object, got {type(state).__name__}")
+    out = dict(state)
+    for k in _NESTED:
+        if isinstance(out.get(k), (str, bytes)):
+            try:
+                out[k] = json.loads(out[k])
+            except (ValueError, RecursionError) as exc:
+                raise ResumeError(f"state field {k}: not JSON ({type(exc).__name__})") from None
+    return out
 
 
 def gather_states(loader) -> list[dict]:
@@ -89,6 +116,9 @@ def _check_loader_state(s: Any, i: int, expected: str) -> None:
     if not isinstance(s["workers"], dict) or any(not (isinstance(w, str) and w.isdigit() and int(w) < workers)
                                                  for w in s["workers"]):
         raise ResumeError(f"state field workers: keys must be worker indices below num_workers={workers}")
+    for name in ("stats", "sources"):
+        if not isinstance(s.get(name, {}), dict):
+            raise ResumeError(f"state field {name}: expected an object")
     delivered = _int(s["batches"], "batches", 0, 2**48)
     counted = sum(ws.get("batches", 0) if isinstance(ws, dict) and isinstance(ws.get("batches"), int) else 0
                   for ws in s["workers"].values())
@@ -145,7 +175,7 @@ def plan_resume(state: dict | Sequence[dict], ds: "PackedDataset", workers: int)
         ElasticResumeError: a different layout without every old rank's state, or a state the
             rest of whose epoch cannot be re-dealt.
     """
-    states = list(state) if isinstance(state, (list, tuple)) else [state]
+    states = [decode_state(s) for s in (state if isinstance(state, (list, tuple)) else [state])]
     if not states:
         raise ResumeError("no loader state given")
     expected = ds.fingerprint()

@@ -14,6 +14,7 @@ from collections import Counter
 import pytest
 
 from media import BROKEN, keys_of, make_samples, write_shards
+from patchpack.loader.resume import decode_state
 from patchpack.pipeline.schema import pack_state
 from patchpack.loader import make_loader
 from patchpack.pipeline.elastic import ElasticResumeError
@@ -56,14 +57,15 @@ def _resume(urls, states, world, workers, **kw):
 def test_elastic_resume_delivers_the_epoch_exactly_once(shards, world, workers):
     urls, expected = shards
     before, states = _save(urls, 2, 0, 3)
-    assert any(st["workers"] for st in states) and len(before) > 5
+    assert any(decode_state(st)["workers"] for st in states) and len(before) > 5
     assert Counter(before + _resume(urls, states, world, workers)) == expected
 
 
 def test_elastic_resume_twice_and_with_buffered_examples(shards):
     urls, expected = shards
     before, states = _save(urls, 2, 0, 4, buffer_size=8)
-    held = sum(len(json.dumps(pack_state(ws)["packer"]).split('"__item__"')) - 1 for st in states for ws in st["workers"].values())
+    held = sum(len(json.dumps(pack_state(ws)["packer"]).split('"__item__"')) - 1 for st in states
+               for ws in decode_state(st)["workers"].values())
     assert held > 0  # examples in the packer buffers are part of what is re-dealt
     middle, states2 = _save_after(urls, states, 3, 0, 2, buffer_size=8)
     rest = _resume(urls, states2, 1, 0, buffer_size=8)

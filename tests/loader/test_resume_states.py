@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from media import keys_of, make_samples, write_shards
 from patchpack import make_loader
 from patchpack.errors import ResumeError
+from patchpack.loader.resume import decode_state
 from patchpack.pipeline.schema import read_state
 
 SMALL = dict(seq_len=64, patch_size=8, max_patches=16, batch_size=2, buffer_size=8, seed=2)
@@ -26,10 +27,11 @@ def shards(tmp_path_factory):
 
 
 def _saved(urls, cut=3):
+    """Keys delivered and the loader's state after ``cut`` batches (in its nested form, to tamper)."""
     loader = make_loader(urls, **SMALL)
     it = iter(loader)
     head = [next(it) for _ in range(cut)]
-    return keys_of(head), loader.state_dict()
+    return keys_of(head), decode_state(loader.state_dict())
 
 
 def _resume(urls, state):
