@@ -351,8 +351,8 @@ class ShardInfo:
 
 def meta_json(meta: dict[str, Any]) -> str:
     """The JSON of the ``meta`` column: ``meta`` less what has columns of its own (source size
-    and shard, token ids) or is the reader's (source token count)."""
-    rest = {k: v for k, v in meta.items() if k not in ("source_size", "source_shard", "source_tokens", "text_ids")}
+    and shard) or is the reader's (source token count)."""
+    rest = {k: v for k, v in meta.items() if k not in ("source_size", "source_shard", "source_tokens")}
     return json.dumps(rest, sort_keys=True, default=_json_default)
 
 

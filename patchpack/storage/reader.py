@@ -108,12 +108,12 @@ class ShardReader:
     """A memory-mapped patchpack shard.
 
     Iterating yields :class:`~patchpack.tokenize.Tokens` (``"examples"`` shards) or lists of
-    them (``"packed"`` shards) whose ``patches``, ``positions`` and token ids are read-only
+    them (``"packed"`` shards) whose ``patches``, ``positions`` and ``text_ids`` are read-only
     numpy views onto the mapping (copy them to modify). ``reader[i]`` gives row ``i``.
-    ``label_set`` and ``fields`` (the shard's :attr:`fields`, ``None`` where a sample has
-    none) are filled; ``meta`` holds ``source_size``, ``source_shard``, ``source_tokens``
-    (packed), ``text_ids`` (``{field: int32 ids or None}`` when the shard has :attr:`text`)
-    and the stored JSON extras.
+    ``label_set``, ``fields`` (the shard's :attr:`fields`, ``None`` where a sample has none)
+    and ``text_ids`` (``{field: int32 ids or None}`` for the fields of :attr:`text`) are
+    filled; ``meta`` holds ``source_size``, ``source_shard``, ``source_tokens`` (packed) and
+    the stored JSON extras.
 
     Attributes:
         kind: ``"examples"`` or ``"packed"``; version: the shard's format version.
@@ -218,8 +218,8 @@ class ShardReader:
             return f"{total} tokens without positions, but the full grid {c.grids[s0]} has {c.cells[s0]}"
         return None
 
-    def _text(self, b: BatchSlots, s: int) -> tuple[dict[str, str | None], dict[str, Any], str | None]:
-        """Slot ``s``'s text fields, its ``text_ids`` meta entry and what is wrong with them."""
+    def _text(self, b: BatchSlots, s: int) -> tuple[dict[str, str | None], dict[str, np.ndarray | None], str | None]:
+        """Slot ``s``'s text fields, their token ids and what is wrong with them."""
         fields: dict[str, str | None] = {}
         problem = None
         for name, col in b.fields.items():
@@ -227,28 +227,28 @@ class ShardReader:
             wrong = field_problem(raw, self.field_max_bytes) if raw is not None else None
             problem = problem or (f"field {name!r} {wrong}" if wrong else None)
             fields[name] = raw.decode("utf-8") if raw is not None and wrong is None else None
-        if self.text is None:
-            return fields, {}, problem
         ids = {n: col.at(s) if col.valid[s] else None for n, col in b.text_ids.items()}
-        problem = problem or next((f"field {n!r}: {q}" for n, v in ids.items()
-                                   if (q := text_ids_problem(v, fields[n] is not None, self.text))), None)
-        return fields, {"text_ids": ids}, problem
+        if self.text is not None:
+            problem = problem or next((f"field {n!r}: {q}" for n, v in ids.items()
+                                       if (q := text_ids_problem(v, fields[n] is not None, self.text))), None)
+        return fields, ids, problem
 
     def _slot(self, c: _Batch, s: int, patches: np.ndarray, positions: np.ndarray) -> Tokens | str:
         """Slot ``s`` as :class:`Tokens`, or what is wrong with its labels, fields, ids or meta."""
         label_set = c.labels[s]
         problem = label_set_problem(label_set)
-        fields, meta, wrong = self._text(c.slots, s) if self.fields else ({}, {}, None)
+        fields, ids, wrong = self._text(c.slots, s) if self.fields else ({}, {}, None)
         if problem or wrong:
             return problem or wrong
         parsed = c.parsed[c.metas[s]]
         if isinstance(parsed, str):
             return parsed
         stored = dict(parsed) if parsed is not None else json.loads(c.metas[s])
-        stored.update(meta, source_size=c.source_sizes[s], source_shard=c.shards[s])
+        stored.update(source_size=c.source_sizes[s], source_shard=c.shards[s])
         if c.source_tokens is not None:
             stored["source_tokens"] = c.source_tokens[s]
-        return Tokens(c.keys[s], patches, positions, c.grids[s], meta=stored, label_set=label_set, fields=fields)
+        return Tokens(c.keys[s], patches, positions, c.grids[s], meta=stored, label_set=label_set, fields=fields,
+                      text_ids=ids)
 
     def _where(self, j: int, k: int) -> str:
         """Where in a row a problem is: ``"example j of k: "`` in a packed row."""

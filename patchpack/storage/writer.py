@@ -70,8 +70,8 @@ class ShardWriter:
             keys, ``None`` for a sample without one); one column each.
         field_max_bytes: the cap on one field value (bytes of UTF-8), the loader's
             ``field_max_bytes``; recorded in the shard, which the reader holds it to.
-        text: which of the fields carry token ids (``Tokens.meta["text_ids"][name]``: the
-            unpadded ids, ``None`` where the field is ``None``), and from which tokenizer.
+        text: which of the fields carry token ids (``Tokens.text_ids[name]``: the unpadded
+            ids, ``None`` where the field is ``None``), and from which tokenizer.
         metadata: extra JSON-serialisable schema metadata (e.g. the producing config).
         rows_per_batch, bytes_per_batch: Arrow record batch bounds (rows, token and text bytes).
     """
@@ -139,7 +139,7 @@ class ShardWriter:
             if wrong is not None:
                 return f"field {name!r} {wrong}"
         if self.text is not None:
-            ids = (tok.meta or {}).get("text_ids") or {}
+            ids = tok.text_ids
             for name in self.text.fields:
                 v = ids.get(name)
                 v = None if v is None else np.asarray(v)
@@ -157,7 +157,7 @@ class ShardWriter:
 
     def _text_cells(self, tok: Tokens) -> tuple[list, list]:
         """The example's field values (shard order) and token id lists (``text.fields`` order)."""
-        ids = (tok.meta or {}).get("text_ids") or {}
+        ids = tok.text_ids
         return ([tok.fields[n] for n in self.fields],
                 [None if ids.get(n) is None else np.asarray(ids[n]).astype(np.int32).tolist() for n in self._id_fields])
 

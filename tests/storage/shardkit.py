@@ -27,9 +27,8 @@ def example(key: str, gh: int, gw: int, seed: int, *, labels=(), fields=None, ke
     if keep is not None:
         patches, pos = patches[keep], pos[keep]
     meta = {"source_size": (gh * 10, gw * 10), "source_shard": "in-000.tar", "kind": "image"}
-    if ids is not None:
-        meta["text_ids"] = ids
-    return Tokens(key, patches, pos, (1, gh, gw), meta=meta, label_set=tuple(labels), fields=dict(fields or {}))
+    return Tokens(key, patches, pos, (1, gh, gw), meta=meta, label_set=tuple(labels), fields=dict(fields or {}),
+                  text_ids=dict(ids or {}))
 
 
 def read_table(path) -> pa.Table:

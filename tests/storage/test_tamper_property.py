@@ -108,7 +108,7 @@ def _sound(t) -> None:
     assert all(0 <= v < 2**31 for v in t.label_set) and len(set(t.label_set)) == len(t.label_set)
     assert "source_tokens" not in t.meta or len(t) <= t.meta["source_tokens"] <= cells
     assert min(t.meta["source_size"]) >= 0 and t.patches.shape == (len(t), 3 * P * P)
-    ids = t.meta["text_ids"]["txt"]
+    ids = t.text_ids["txt"]
     assert (ids is None) == (t.fields["txt"] is None)
     assert ids is None or (len(ids) <= TEXT.text_len and all(0 <= v < TEXT.vocab_size for v in ids.tolist()))
 

@@ -41,8 +41,8 @@ def _same(a, b) -> None:
                                                                       tuple(b.grid))
     np.testing.assert_array_equal(a.patches, b.patches)
     np.testing.assert_array_equal(a.positions, b.positions)
-    want = a.meta.get("text_ids") or {}
-    got = b.meta["text_ids"]
+    want = a.text_ids
+    got = b.text_ids
     assert set(got) == set(TEXT.fields)
     for name in TEXT.fields:
         if want.get(name) is None:
@@ -94,7 +94,7 @@ def test_a_shard_without_text_has_empty_fields(tmp_path):
     with ShardWriter(path, patch_size=P) as w:
         w.write(example("a", 2, 2, 0, labels=(7,)))
     (tok,) = iter_shard_examples(path)
-    assert tok.fields == {} and "text_ids" not in tok.meta and tok.label_set == (7,)
+    assert tok.fields == {} and tok.text_ids == {} and tok.label_set == (7,)
 
 
 def _as_version_1(src, dst) -> str:
