@@ -29,7 +29,7 @@ import braceexpand
 
 from .files import open_regular
 from .pipe import PipeReader
-from .remote import is_remote, open_remote
+from .remote import RemoteConfig, is_remote, open_remote
 
 __all__ = ["base_plus_ext", "expand_urls", "shuffle_urls", "open_url", "local_path", "missing_local", "SKIP_META"]
 
@@ -162,11 +162,12 @@ def missing_local(urls: Sequence[str]) -> list[str]:
     return [u for u in urls if (p := local_path(u)) is not None and not os.path.exists(p)]
 
 
-def open_url(url: str) -> IO[bytes]:
+def open_url(url: str, remote: RemoteConfig | None = None) -> IO[bytes]:
     """A binary stream of ``url``: local regular files directly (:func:`open_regular`: a FIFO or
     a device is refused), ``pipe:`` commands through
     :class:`PipeReader` (call its ``finish()`` at the end for the status), object stores and the
-    web through fsspec (:func:`~patchpack.sources.remote.open_remote`), other schemes through
+    web through fsspec (:func:`~patchpack.sources.remote.open_remote`, read as ``remote`` says:
+    default :data:`~patchpack.sources.remote.DEFAULT_REMOTE`), other schemes through
     ``webdataset.gopen``."""
     if url.startswith("pipe:"):
         if os.environ.get("WDS_SECURE", "0") not in ("", "0"):
@@ -177,7 +178,7 @@ def open_url(url: str) -> IO[bytes]:
     if path is not None:
         return open_regular(path)
     if is_remote(url):
-        return open_remote(url)
+        return open_remote(url, remote)
     from webdataset.gopen import gopen  # check_layers: allow (remote urls only; imports torch)
 
     stream = gopen(url)

@@ -46,5 +46,7 @@ def test_object_store_urls_go_through_fsspec_and_other_schemes_keep_gopen(monkey
     assert missing_local(urls) == []
     assert not any(remote.is_remote(u) for u in ("pipe:cat a.tar", "file:///a.tar", "a.tar", "fake://h/a.tar"))
     opened = []
-    monkeypatch.setattr("patchpack.sources.wds.open_remote", lambda url: opened.append(url) or "stream")
-    assert open_url("https://h/a.tar") == "stream" and opened == ["https://h/a.tar"]
+    monkeypatch.setattr("patchpack.sources.wds.open_remote", lambda url, config: opened.append((url, config)) or "s")
+    policy = remote.RemoteConfig(retries=1)
+    assert open_url("https://h/a.tar") == "s" and open_url("s3://b/a.tar", policy) == "s"
+    assert opened == [("https://h/a.tar", None), ("s3://b/a.tar", policy)]
