@@ -24,7 +24,8 @@ __all__ = [
     "ok_image", "ok_sample", "tar_bytes", "member_offsets", "flip_header_byte", "cut_inside_member",
     "special_members", "special_members_tar", "sparse_tar", "sparse_header", "oversize_tar", "non_utf8_tar",
     "POISON_LABELS", "poison_label_samples", "holey_member_tar", "tamper_arrow_rows", "flip_file_byte", "fifo_folder",
-    "devzero_folder", "png16_solid", "large_jpeg",
+    "devzero_folder", "solid_png", "png16_solid", "large_jpeg", "ico_embedding", "solid_webp", "many_scans_jpeg",
+    "lying_video",
 ]
 
 Member = tuple[str, bytes]
@@ -286,19 +287,125 @@ def _chunk(kind: bytes, payload: bytes) -> bytes:
     return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
 
 
-def png16_solid(side: int = 13000, value: int = 0x8123, path: str | os.PathLike | None = None) -> bytes | str:
-    """A solid 16-bit greyscale PNG of ``side x side`` pixels (value ``value``), written row by
-    row (the builder holds one row). Returns the bytes, or the path when ``path`` is given."""
-    row = b"\x00" + struct.pack(">H", value) * side  # filter byte 0, big-endian samples
+def solid_png(width: int, height: int, bit_depth: int = 8, value: int = 0,
+              path: str | os.PathLike | None = None) -> bytes | str:
+    """A solid greyscale PNG of ``width x height`` pixels (``bit_depth`` 1, 8 or 16; sample ``value``),
+    written row by row (the builder holds one row). Returns the bytes, or the path when ``path`` is given."""
+    if bit_depth == 16:
+        row = b"\x00" + struct.pack(">H", value) * width  # filter byte 0, big-endian samples
+    elif bit_depth == 8:
+        row = b"\x00" + bytes([value]) * width
+    else:
+        row = b"\x00" + (b"\xff" if value else b"\x00") * -(-width * bit_depth // 8)
     comp = zlib.compressobj(9)
-    parts = [comp.compress(row) for _ in range(side)]
+    parts = [comp.compress(row) for _ in range(height)]
     idat = b"".join(parts) + comp.flush()
-    ihdr = struct.pack(">IIBBBBB", side, side, 16, 0, 0, 0, 0)
+    ihdr = struct.pack(">IIBBBBB", width, height, bit_depth, 0, 0, 0, 0)
     data = b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", idat) + _chunk(b"IEND", b"")
     if path is None:
         return data
     Path(path).write_bytes(data)
     return str(path)
+
+
+def png16_solid(side: int = 13000, value: int = 0x8123, path: str | os.PathLike | None = None) -> bytes | str:
+    """A solid 16-bit greyscale PNG of ``side x side`` pixels (value ``value``): :func:`solid_png`."""
+    return solid_png(side, side, 16, value, path)
+
+
+def ico_embedding(png: bytes, declared: int = 16) -> bytes:
+    """An ICO whose directory declares one ``declared x declared`` icon and embeds ``png`` (any
+    size) as its image: Pillow decodes the embedded image while *opening* the file."""
+    entry = struct.pack("<BBBBHHII", declared % 256, declared % 256, 0, 0, 1, 32, len(png), 6 + 16)
+    return struct.pack("<HHH", 0, 1, 1) + entry + png
+
+
+def solid_webp(width: int, height: int, rgb: tuple[int, int, int] = (30, 60, 90)) -> bytes:
+    """A lossless WebP (VP8L) of one colour in ~32 bytes at any size up to 16384 x 16384: every
+    prefix code holds a single symbol, which costs zero bits a pixel."""
+    acc, n = 0, 0
+
+    def put(value: int, bits: int) -> None:
+        nonlocal acc, n
+        acc |= (value & ((1 << bits) - 1)) << n
+        n += bits
+
+    put(0x2F, 8)
+    put(width - 1, 14)
+    put(height - 1, 14)
+    put(0, 4)  # no alpha hint, version 0
+    put(0, 3)  # no transform, no colour cache, no meta prefix codes
+    for symbol in (rgb[1], rgb[0], rgb[2], 255):  # green, red, blue, alpha: one 8-bit symbol each
+        put(0b101, 3)  # simple code, one symbol, 8-bit symbol (read low bit first)
+        put(symbol, 8)
+    put(0b0001, 4)  # distance code: simple, one symbol, 1-bit symbol 0
+    body = acc.to_bytes((n + 7) // 8, "little")
+    chunk = b"VP8L" + struct.pack("<I", len(body)) + body + (b"\x00" if len(body) % 2 else b"")
+    return b"RIFF" + struct.pack("<I", 4 + len(chunk)) + b"WEBP" + chunk
+
+
+def _jpeg_segments(data: bytes) -> list[tuple[int, int, int]]:
+    """``(marker, start, end)`` of each segment of a JPEG (a scan runs to the next marker)."""
+    pos, out = 2, []
+    while pos + 4 <= len(data):
+        marker = data[pos + 1]
+        if marker == 0xD9:
+            out.append((marker, pos, pos + 2))
+            break
+        end = pos + 2 + struct.unpack(">H", data[pos + 2: pos + 4])[0]
+        if marker == 0xDA:
+            while True:
+                end = data.find(b"\xff", end)
+                if data[end + 1] == 0 or 0xD0 <= data[end + 1] <= 0xD7:
+                    end += 2
+                    continue
+                break
+        out.append((marker, pos, end))
+        pos = end
+    return out
+
+
+def many_scans_jpeg(side: int = 2048, extra_scans: int = 1000) -> bytes:
+    """A progressive JPEG of ``side x side`` pixels whose smallest scan (with the Huffman table
+    before it) is repeated ``extra_scans`` times: each copy is a few dozen bytes, yet each is a
+    pass of the decoder over every block of the image (libjpeg warns and goes on)."""
+    y, x = np.mgrid[: side // 16, : side // 16]
+    small = np.stack([(x * 7) % 256, (y * 5) % 256, ((x + y) * 3) % 256], -1).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(small).resize((side, side), Image.Resampling.BILINEAR).save(buf, "JPEG", progressive=True,
+                                                                                 quality=60)
+    data = buf.getvalue()
+    segments = _jpeg_segments(data)
+    scans = [(segments[i - 1][1] if segments[i - 1][0] == 0xC4 else a, b)
+             for i, (m, a, b) in enumerate(segments) if m == 0xDA]
+    start, end = min(scans, key=lambda s: s[1] - s[0])
+    eoi = segments[-1][1]
+    return data[:eoi] + data[start:end] * extra_scans + data[eoi:]
+
+
+def lying_video(declared: int = 16, real: int = 2000, frames: int = 4) -> bytes:
+    """A Matroska MJPEG clip whose stream (and first frame) says ``declared x declared`` pixels
+    while every later frame is ``real x real``: the header probe sees only the declared size."""
+    import av
+    from fractions import Fraction
+
+    out = io.BytesIO()
+    with av.open(out, "w", format="matroska") as container:
+        stream = container.add_stream("mjpeg", rate=10)
+        stream.width = stream.height = declared
+        stream.pix_fmt = "yuvj420p"
+        stream.time_base = Fraction(1, 10)
+        for i in range(frames):
+            side = declared if i == 0 else real
+            buf = io.BytesIO()
+            Image.new("L", (side, side), 40 + 30 * i).save(buf, "JPEG", quality=50)
+            packet = av.Packet(buf.getvalue())
+            packet.pts = packet.dts = i
+            packet.time_base = Fraction(1, 10)
+            packet.stream = stream
+            packet.is_keyframe = True
+            container.mux(packet)
+    return out.getvalue()
 
 
 def large_jpeg(height: int = 2000, width: int = 3000, seed: int = 0, quality: int = 90) -> bytes:

@@ -29,6 +29,8 @@ __all__ = [
     "write_raw_tar",
     "make_samples",
     "valid_keys",
+    "textured_photo",
+    "photo_sizes",
 ]
 
 # EXIF orientation -> transpose that turns the *displayed* image into the stored one
@@ -56,6 +58,79 @@ def pattern(height: int, width: int, seed: int = 0) -> np.ndarray:
     img = np.stack([r, g, bl], axis=-1) * 200
     img[: max(1, height // 4), : max(1, width // 4)] = 255
     return img.astype(np.uint8)
+
+
+def _textures() -> list[np.ndarray]:
+    """The photographs and textures shipped with scikit-image, as RGB (greyscale ones repeated)."""
+    from skimage import data
+
+    out = []
+    for name in ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "hubble_deep_field", "retina",
+                 "brick", "grass", "gravel", "camera", "moon", "page", "text", "coins"):
+        a = getattr(data, name)()
+        out.append(np.ascontiguousarray(a[..., :3] if a.ndim == 3 else np.repeat(a[..., None], 3, axis=2)))
+    return out
+
+
+def _collage(height: int, width: int, rng: np.random.Generator, tiles: list[np.ndarray]) -> np.ndarray:
+    """Crops of real photographs at their native scale (random flips), tiled to fill the canvas."""
+    img = np.zeros((height, width, 3), np.uint8)
+    y = 0
+    while y < height:
+        x, th = 0, int(rng.integers(120, 400))
+        while x < width:
+            t = tiles[int(rng.integers(len(tiles)))][:: rng.choice([-1, 1]), :: rng.choice([-1, 1])]
+            ch, cw = min(th, t.shape[0], height - y), min(int(rng.integers(120, 400)), t.shape[1], width - x)
+            oy, ox = rng.integers(0, t.shape[0] - ch + 1), rng.integers(0, t.shape[1] - cw + 1)
+            img[y: y + ch, x: x + cw] = t[oy: oy + ch, ox: ox + cw]
+            x += cw
+        y += th
+    return img
+
+
+def _dead_leaves(height: int, width: int, rng: np.random.Generator) -> np.ndarray:
+    """The dead-leaves model of natural images: occluding discs with radii ~ 1/r^3 (edges at every
+    scale), then a camera-like blur of 0.7 px."""
+    import cv2
+
+    img = np.zeros((height, width, 3), np.uint8)
+    rmin, rmax = 2.0, max(height, width) / 4
+    for _ in range(height * width // 2000 + 200):
+        r = rmin / (1 - rng.random() * (1 - rmin / rmax))
+        centre = (int(rng.integers(0, width)), int(rng.integers(0, height)))
+        cv2.circle(img, centre, int(r), tuple(int(c) for c in rng.integers(0, 256, 3)), -1, lineType=cv2.LINE_AA)
+    return cv2.GaussianBlur(img, (0, 0), 0.7)
+
+
+def textured_photo(height: int, width: int, seed: int = 0) -> np.ndarray:
+    """uint8 ``[H, W, 3]`` with real texture at native scale (no smooth upscaling), for resize
+    quality tests: seeds cycle through a collage of scikit-image photographs, a dead-leaves image,
+    and the average of a photograph resized to the canvas and a collage."""
+    global _TILES
+    if _TILES is None:
+        _TILES = _textures()
+    rng = np.random.default_rng(seed)
+    if seed % 3 == 0:
+        return _collage(height, width, rng, _TILES)
+    if seed % 3 == 1:
+        return _dead_leaves(height, width, rng)
+    smooth = np.asarray(Image.fromarray(_TILES[seed % 7]).resize((width, height), Image.Resampling.LANCZOS))
+    return ((smooth.astype(np.uint16) + _collage(height, width, rng, _TILES)) // 2).astype(np.uint8)
+
+
+_TILES: list[np.ndarray] | None = None
+
+
+def photo_sizes(n: int, seed: int = 0, sides: Sequence[int] = (300, 500, 700, 900, 1200, 1600, 2200)
+                ) -> list[tuple[int, int]]:
+    """``n`` ``(height, width)`` pairs: long-ish sides from ``sides`` (+-20 %), aspect ratios 1:3 to 3:1."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        side = float(rng.choice(sides)) * rng.uniform(0.8, 1.2)
+        aspect = float(np.exp(rng.uniform(np.log(1 / 3), np.log(3))))
+        out.append((max(32, int(side / np.sqrt(aspect))), max(32, int(side * np.sqrt(aspect)))))
+    return out
 
 
 def encode(img: Image.Image | np.ndarray, fmt: str = "PNG", **kw) -> bytes:

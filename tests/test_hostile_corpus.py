@@ -98,7 +98,8 @@ def check_class(urls, inputs: set[str], expect: dict[str, str], tmp: Path, prepr
     accounted(inputs, packed, reported)
     assert {k: reported.get(k) for k in expect} == expect
     if preprocess_too:
-        keys, precs, _ = preprocess_run(urls, tmp / "pp", **{k: v for k, v in kw.items() if k == "label_field"})
+        keys, precs, _ = preprocess_run(urls, tmp / "pp", **{k: v for k, v in kw.items()
+                                                             if k in ("label_field", "image", "video")})
         accounted(inputs, keys, precs)
         assert {k: precs.get(k) for k in expect} == expect
     resume_run(urls, **kw)
@@ -198,6 +199,43 @@ def test_fifo_and_symlink_to_dev_zero_in_a_folder_never_hang(tmp_path):
     keys = H.devzero_folder(tmp_path / "z")
     (tmp_path / "z2").mkdir()
     check_class([str(tmp_path / "z")], set(keys), {"a/z": "special-file"}, tmp_path / "z2")
+
+
+def _with_good(bad: list[tuple[str, bytes]], n_good: int = 3) -> bytes:
+    return H.tar_bytes([m for i in range(n_good) for m in H.ok_sample(i)] + bad)
+
+
+GOOD3 = {"s0000", "s0001", "s0002"}
+
+
+def test_progressive_jpegs_of_thousands_of_scans_are_too_slow_records(tmp_path):
+    bad = [("scans-a.jpg", H.many_scans_jpeg(2048, 1000)), ("scans-a.cls", b"1"),
+           ("scans-b.jpg", H.many_scans_jpeg(512, 3000)), ("scans-b.cls", b"2")]
+    url = write(tmp_path, "scans.tar", _with_good(bad))
+    check_class([url], GOOD3 | {"scans-a", "scans-b"}, {"scans-a": "too-slow", "scans-b": "too-slow"}, tmp_path)
+
+
+def test_images_that_decode_larger_than_they_declare_are_too_large_records(tmp_path):
+    import struct
+
+    bad = [("ico-png.ico", H.ico_embedding(H.solid_png(20000, 20000, value=7))), ("ico-png.cls", b"1"),
+           ("ico-bmp.ico", H.ico_embedding(struct.pack("<IiiHHIIiiII", 40, 20000, 40000, 1, 32, 0, 0, 0, 0, 0, 0))),
+           ("ico-bmp.cls", b"1"),
+           ("webp.webp", H.solid_webp(13000, 13000)), ("webp.cls", b"1")]
+    url = write(tmp_path, "bombs.tar", _with_good(bad))
+    expect = {"ico-png": "too-large", "ico-bmp": "too-large", "webp": "too-large"}
+    check_class([url], GOOD3 | set(expect), expect, tmp_path)
+
+
+def test_video_frames_larger_than_their_stream_declares_are_too_large_records(tmp_path):
+    from patchpack.decode.video.config import VideoConfig
+
+    bad = [("lie-a.mkv", H.lying_video(16, 2000)), ("lie-a.cls", b"1"),
+           ("lie-b.mkv", H.lying_video(16, 1200, frames=3)), ("lie-b.cls", b"1")]
+    url = write(tmp_path, "videos.tar", _with_good(bad))
+    video = VideoConfig(frames=2, tubelet=1, max_source_pixels=1_000_000)
+    check_class([url], GOOD3 | {"lie-a", "lie-b"}, {"lie-a": "too-large", "lie-b": "too-large"}, tmp_path,
+                video=video, max_patches=24)
 
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,

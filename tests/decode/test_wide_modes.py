@@ -83,7 +83,7 @@ def test_large_png_decoded_in_bands_matches_the_whole_decode(monkeypatch):
 
 
 def test_band_decoder_reduces_exactly_and_refuses_what_it_cannot_keep():
-    from patchpack.decode.image import _to_8bit
+    from patchpack.decode.modes import to_8bit
     from patchpack.decode.png_bands import decode_png_reduced
 
     rng = np.random.default_rng(0)
@@ -93,8 +93,8 @@ def test_band_decoder_reduces_exactly_and_refuses_what_it_cannot_keep():
         data = png(arr)
         full = Image.open(io.BytesIO(data))
         full.load()
-        want = _to_8bit(full, 4) if mode == "I;16" else full.reduce(4)
-        got = decode_png_reduced(data, 4, _to_8bit)
+        want = to_8bit(full, 4) if mode == "I;16" else full.reduce(4)
+        got = decode_png_reduced(data, 4, to_8bit)
         assert np.array_equal(np.asarray(got), np.asarray(want))
     data = bytearray(png(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)))
     data[28] = 1  # IHDR interlace byte: Adam7 (Pillow writes none), decoded whole by the caller

@@ -54,7 +54,12 @@ class VideoConfig:
         thread_type: ``"AUTO"``, ``"FRAME"``, ``"SLICE"`` or ``"NONE"`` (with ``threads > 0``,
             or from 1080p up).
         interpolation: swscale resize filter (``"AREA"``, ``"BILINEAR"``, ``"BICUBIC"``, ...).
-        max_source_pixels: per-frame size limit (decompression-bomb guard).
+        max_source_pixels: per-frame size limit (decompression-bomb guard), on the size the
+            header declares and on every frame actually decoded: FFmpeg's decoder is opened with
+            ``max_pixels`` at this value, so a stream that declares a small size and then sends
+            larger frames is ``too-large`` before such a frame is allocated. Memory per clip: the
+            encoded bytes + the output + the decoder's few reference frames, each at most this many
+            pixels (1.5-6 bytes a pixel by pixel format: ~100-400 MB at the default).
         max_packets: most video packets (frames) a clip may have; a longer one is
             ``too-large``, found while its index is built, so the index holds at most this
             many entries (~150 bytes each while demuxing: 1,000,000 is ~9 h at 30 fps and

@@ -93,6 +93,32 @@ class _Decoder:
                 yield frame
 
 
+def _limit_frames(cc: Any, cfg: VideoConfig) -> None:
+    """Have FFmpeg refuse to allocate a frame over ``cfg.max_source_pixels`` (its ``max_pixels``
+    codec option, checked when a frame's size is set): a stream that declares a small size
+    and then sends huge frames never gets them allocated."""
+    cc.options = {**cc.options, "max_pixels": str(int(cfg.max_source_pixels))}
+
+
+def _refused_size(exc: BaseException, cc: Any, cfg: VideoConfig) -> bool:
+    """Whether a decode error is FFmpeg refusing a frame size (``EINVAL``, the size reset to 0x0 or
+    left over the limit)."""
+    pixels = (cc.width or 0) * (cc.height or 0)
+    return isinstance(exc, av.error.ArgumentError) and (pixels == 0 or pixels > cfg.max_source_pixels)
+
+
+def _check_frame(frame: Any, cfg: VideoConfig, declared: tuple[int, int], key: str) -> None:
+    """A decoded frame's real size against ``max_source_pixels``, before it is converted."""
+    if frame.width * frame.height > cfg.max_source_pixels:
+        raise SampleError("too-large", f"a decoded frame is {frame.width}x{frame.height}: over max_source_pixels "
+                          f"({cfg.max_source_pixels}); the stream declared {declared[1]}x{declared[0]}", key=key)
+
+
+def _too_large(cfg: VideoConfig, declared: tuple[int, int], key: str) -> SampleError:
+    return SampleError("too-large", f"the decoder refused a frame over max_source_pixels ({cfg.max_source_pixels}); "
+                       f"the stream declared {declared[1]}x{declared[0]}", key=key)
+
+
 def _threads(cc: Any, cfg: VideoConfig, pixels: int) -> None:
     threads, kind = cfg.threads, cfg.thread_type
     if threads == 0 and pixels < THREAD_MIN_PIXELS:
@@ -124,6 +150,7 @@ def _decode_fed(data: bytes, info: dict[str, Any], cfg: VideoConfig, convert: An
     if info.get("extradata"):
         cc.extradata = bytes.fromhex(info["extradata"])
     _threads(cc, cfg, stored[0] * stored[1])
+    _limit_frames(cc, cfg)
     wanted: set[int] = set()
     state = {"last": -1, "skipping": False}
 
@@ -163,6 +190,7 @@ def _decode_fed(data: bytes, info: dict[str, Any], cfg: VideoConfig, convert: An
                 break
         if got is None:
             raise SampleError("corrupt", f"frame at pts {tgt} did not decode", key=key)
+        _check_frame(got, cfg, stored, key)
         out[i] = convert(got)
 
 
@@ -228,7 +256,10 @@ def materialize_video(
         stored = tuple(info.get("stored_size", plan.source_size))
         try:
             _decode_fed(data, info, cfg, convert, out, stored, key, counts)  # type: ignore[arg-type]
-        except (av.error.FFmpegError, ValueError, OSError, SampleError):
+        except SampleError as e:
+            if e.kind == "too-large":
+                raise
+        except (av.error.FFmpegError, ValueError, OSError):
             pass  # the codec wants more than the packets (or the bytes are bad): go through the container
         else:
             if stats is not None:
@@ -240,6 +271,8 @@ def materialize_video(
         vs = video_stream(container, key)
         cc = vs.codec_context
         _threads(cc, cfg, (cc.width or 0) * (cc.height or 0))
+        _limit_frames(cc, cfg)
+        declared = (cc.height or 0, cc.width or 0)
         dec = _Decoder(container, vs, skip_unwanted=mode == "packets")
         frames: Iterator[Any] | None = None
         pos: int | None = None  # timestamp (or count) of the last decoded frame
@@ -296,8 +329,11 @@ def materialize_video(
                         raise SampleError("no-frames", "no frame decoded", key=key)
                     else:
                         raise SampleError("corrupt", f"frame {plan.frame_indices[i]} did not decode", key=key)
+                _check_frame(got, cfg, declared, key)
                 out[i] = convert(got)
         except (av.error.FFmpegError, ValueError, OSError) as e:  # FFmpeg/swscale failures, not SampleError
+            if _refused_size(e, cc, cfg):
+                raise _too_large(cfg, declared, key) from None
             kind = "truncated" if is_truncated(data) else "corrupt"
             raise SampleError(kind, f"decode failed ({e})", key=key) from None
     if stats is not None:
