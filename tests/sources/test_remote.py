@@ -101,7 +101,8 @@ def http_root(tmp_path):
 
 @pytest.fixture
 def fast_retries(monkeypatch):
-    """Retries without waiting (the default backs off 0.5 s, 1 s, ...)."""
+    """Retries without waiting (the default backs off 0.5 s, 1 s, ...) in 4 kB reads: pass it as
+    ``read_shard(..., remote=fast_retries)``; it is also the default of readers not told one."""
     config = RemoteConfig(retries=2, backoff_s=0.0, chunk_bytes=4096)
     monkeypatch.setattr(remote_mod, "DEFAULT_REMOTE", config)
     return config
@@ -192,16 +193,17 @@ def test_a_connection_dropped_for_good_gives_the_samples_before_it_then_a_record
     size = os.path.getsize(local)
     server.drops[name] = [size // 2, 100]  # every GET is cut at the middle
     url = f"{base}/{name}"
-    got, errors = _split(list(read_shard(url)))
+    got, errors = _split(list(read_shard(url, remote=fast_retries)))
     want, _ = _split(list(read_shard(local)))
     # aiohttp drops bytes it buffered once the connection is gone, so how many samples come
-    # through depends on timing; they are always the first ones, complete, then records
+    # through depends on timing; they are always the first ones, complete, then records: the
+    # sample cut short (the tar reader may call its cut header bad-header or truncated), last one
+    # for the shard saying why
     assert len(got) < len(want)
     assert [(s.key, s.members) for s in got] == [(s.key, s.members) for s in want[:len(got)]]
-    shard = [e for e in errors if e.kind == "shard"]
-    assert len(shard) == 1 and shard[0].key == url and shard == errors[-1:]
-    assert "RemoteReadError" in shard[0].message and "after 2 retries" in shard[0].message
-    assert all(e.kind == "truncated" and e.key == want[len(got)].key for e in errors[:-1])
+    assert errors and errors[-1].key == url and errors[-1].scope == "shard"
+    assert "RemoteReadError" in errors[-1].message and "after 2 retries" in errors[-1].message
+    assert {e.key for e in errors[:-1]} <= {url, want[len(got)].key}
     assert sum(1 for r in server.requests if r[0] == "GET") == 1 + fast_retries.retries  # bounded
 
 
@@ -218,7 +220,7 @@ def test_a_connection_dropped_once_is_mended_by_a_retry(tmp_path, http_root, fas
         name = os.path.basename(path)
         server.drops[name] = [os.path.getsize(path) // 3, 1]
         url = f"{base}/{name}"
-        _same(list(read_shard(url)), list(read_shard(path)), url, path)
+        _same(list(read_shard(url, remote=fast_retries)), list(read_shard(path)), url, path)
         assert server.drops[name][1] == 0  # the drop happened
     # the tar stream resumed where it stopped with a range request; a server that ignores it
     # sends the whole file, whose bytes already delivered are skipped
@@ -236,7 +238,7 @@ def test_a_parquet_file_whose_reads_keep_failing_gives_the_rows_before_then_a_sh
                    compression="none")
     server.drops["p.parquet"] = [pq.ParquetFile(path).metadata.row_group(2).column(0).data_page_offset, 1000]
     url = f"{base}/p.parquet"
-    got, errors = _split(list(read_shard(url)))
+    got, errors = _split(list(read_shard(url, remote=fast_retries)))  # 4 kB reads: a row group at a time
     assert [s.key for s in got] == [f"p/{i}" for i in range(len(got))] and len(got) in (3, 6)
     assert [(e.key, e.kind) for e in errors] == [(url, "shard")]
     assert f"unreadable after row {len(got)}: RemoteReadError" in errors[0].message
