@@ -66,11 +66,13 @@ class LoaderConfig:
             reading; default 256 MiB); a larger one is an ``oversize-member`` record.
         image_column: parquet and ``datasets`` sources: the column holding the image (``None``:
             the first ``Image`` struct or binary column).
+        follow_outside_links: folder sources: follow symlinks whose target is outside the folder
+            (default ``False``: they are ``link`` records).
         remote_retries: re-opens allowed per remote stream (``s3://``, ``https://``, ...) in all,
             waiting 0.5 s, then twice as long each time (default 5); then a ``shard`` record.
-        label_field: member holding the label(s): ``"cls"`` (text integers), or
-            ``"json:<name>"`` for a key of the ``json`` member (an integer or a list of them).
-            Missing -> unlabelled (label -1).
+        label_field: member holding the label(s) as text integers (``"cls"``, or any member name:
+            ``"label"`` for a Hugging Face ``ClassLabel`` column), or ``"json:<name>"`` for a key
+            of the ``json`` member (an integer or a list of them). Missing -> unlabelled.
         fields: per-example text fields carried with each example (``PackedBatch.texts``):
             a member name (``"txt"``) or ``"json:<key>"``; a trailing ``?`` makes a field
             optional (``None`` when absent). A required field that is missing, not UTF-8,
@@ -118,6 +120,7 @@ class LoaderConfig:
     max_member_bytes: int = 256 * 2**20
     image_column: str | None = None
     remote_retries: int = 5
+    follow_outside_links: bool = False
     label_field: str = "cls"
     rank: int | None = None
     world_size: int | None = None
@@ -169,8 +172,8 @@ class LoaderConfig:
         if self.video is not None and self.video.max_tokens is not None and self.video.max_tokens < m * m:
             raise ValueError(f"video max_tokens={self.video.max_tokens} is below one {m}x{m} grid "
                              f"(fit.grid_multiple={m}): raise max_tokens to at least {m * m}")
-        if self.label_field != "cls" and not (self.label_field.startswith("json:") and len(self.label_field) > 5):
-            raise ValueError("label_field must be 'cls' or 'json:<key>'")
+        if not self.label_field or self.label_field == "json:":
+            raise ValueError("label_field must be a member name ('cls') or 'json:<key>'")
         need, have = self.batch_bytes, _physical_memory()
         if have is not None and need > have:
             raise ValueError(f"one batch would hold {need / 2**30:.1f} GiB of patches (batch_size={self.batch_size} x "
@@ -214,7 +217,8 @@ class LoaderConfig:
     def read_options(self) -> ReadOptions:
         """What the shard readers are told (:func:`patchpack.sources.read_shard`)."""
         return ReadOptions(max_member_bytes=self.max_member_bytes, verify=self.verify, image_column=self.image_column,
-                           remote=RemoteConfig(retries=self.remote_retries))
+                           remote=RemoteConfig(retries=self.remote_retries),
+                           follow_outside_links=self.follow_outside_links)
 
     @property
     def active_augment(self) -> AugmentConfig | None:

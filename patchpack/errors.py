@@ -30,7 +30,8 @@ class ErrorKind(str, Enum):
 
     EMPTY = ("empty", "zero-byte sample payload")
     TRUNCATED = ("truncated", "file ends early (image, video or tar member)")
-    CORRUPT = ("corrupt", "bytes do not decode")
+    CORRUPT = ("corrupt", "bytes do not decode, a file or folder that cannot be read, or two sidecars giving "
+               "one member")
     NOT_MEDIA = ("not-media", "payload is not an image or video although its extension says so")
     TOO_LARGE = ("too-large", "dimensions (declared or decoded) exceed the decompression-bomb limit")
     TOO_SLOW = ("too-slow", "decoding would take more work than the per-sample bound allows (e.g. a JPEG of "
@@ -40,25 +41,35 @@ class ErrorKind(str, Enum):
     NO_FRAMES = ("no-frames", "video has no decodable frames")
     NO_VIDEO_STREAM = ("no-video-stream", "container has no video stream (e.g. audio only)")
     UNSUPPORTED = ("unsupported", "codec or format FFmpeg/Pillow cannot open")
-    BAD_LABEL = ("bad-label", "label member present but not parseable, or outside [-1, 2**31-1]")
-    BAD_FIELD = ("bad-field", "a text field missing (when required), not UTF-8, holding NUL bytes, over its byte "
-                 "cap, or not a string")
+    BAD_LABEL = ("bad-label", "label member present but not integers in [0, 2**31-1] (-1 alone = unlabelled), or "
+                 "a hostile label list (nested, -1 among labels, over 4096 labels)")
+    BAD_FIELD = ("bad-field", "a text field missing (when required), not UTF-8, holding NUL bytes or a lone "
+                 "surrogate, over its byte cap, not a string, or in invalid JSON")
     OVERSIZE = ("oversize", "more tokens than the sequence length (oversize='skip')")
-    SHARD = ("shard", "the shard could not be read to its end (damaged stream, failing command or server)",
-             Scope.SHARD)
+    SHARD = ("shard", "the shard could not be read to its end (damaged stream, truncated tar, unreadable parquet, a "
+             "failing command, a remote read that failed after its retries)", Scope.SHARD)
     UNREADABLE = ("unreadable", "the shard could not be opened or read at all (missing, no access, not a "
                   "shard); nothing of it was used", Scope.SHARD)
     CHECKSUM = ("checksum", "shard bytes differ from the manifest's sha256", Scope.SHARD)
-    BAD_HEADER = ("bad-header", "damaged tar header (checksum or field); the reader resynchronised on the next "
-                  "valid header")
-    LINK = ("link", "symlink or hard-link member or file; links are never followed")
+    BAD_HEADER = ("bad-header", "damaged tar header (checksum or field), or a pax header that lies (a size that is "
+                  "not a size, disagrees with the header or runs past the end; a malformed or oversize payload); "
+                  "the reader resynchronised on the next valid header")
+    LINK = ("link", "symlink or hard-link tar member (never followed); in a folder: a dangling link, a loop, a "
+            "folder link inside the root (its files are read at their own path), a link leaving the root without "
+            "follow_outside_links, or a second way into one folder")
+    HIDDEN = ("hidden", "folder source: a hidden file or folder (name starts with '.'); not read")
+    UNREAD_FILES = ("unread-files", "folder source: files that are neither media nor the sidecar of a media file "
+                    "(same stem), e.g. README.md, an orphan x.txt, .DS_Store; one record per folder with their "
+                    "count and first names; not read", Scope.SHARD)
     SPECIAL_FILE = ("special-file", "FIFO, device, directory or other non-regular member or file; never read")
     SPARSE = ("sparse", "GNU sparse tar member; its claimed size is never materialised")
-    OVERSIZE_MEMBER = ("oversize-member", "tar member or folder file larger than max_member_bytes, or a sample "
-                       "whose members together exceed 4 x max_member_bytes; never read")
-    BAD_NAME = ("bad-name", "member name that cannot be used as a key (empty, NUL, too long)")
+    OVERSIZE_MEMBER = ("oversize-member", "tar member or folder file larger than max_member_bytes, a sample whose "
+                       "members together exceed 4 x max_member_bytes, or a parquet row group or Arrow record batch "
+                       "over 4 x max_member_bytes (uncompressed); never read")
+    BAD_NAME = ("bad-name", "member name or key that cannot be used as a key (empty, NUL, over 4096 bytes)")
     META_MEMBER = ("meta-member", "tar member named like webdataset metadata (__name__); not a sample, not read")
-    BAD_ROW = ("bad-row", "patchpack shard row inconsistent with itself or the budget (token count, grid, dtype)")
+    BAD_ROW = ("bad-row", "patchpack shard row inconsistent with itself (token count, grid, positions, labels, "
+               "text fields or token ids, Arrow layout) or with the budget")
     FAILED = ("failed", "an exception no stage typed, caught so the stream goes on (type and message in the "
               "record)")
 

@@ -26,7 +26,7 @@ from patchpack import decode  # noqa: E402
 from patchpack.decode.image import IMAGE_EXTS  # noqa: E402
 from patchpack.decode.video.config import VIDEO_EXTS, VideoConfig  # noqa: E402
 from patchpack.errors import ErrorRecord, SampleError  # noqa: E402
-from patchpack.sources import Sample, expand_sources, sample_label  # noqa: E402
+from patchpack.sources import Sample, expand_sources, sample_labels  # noqa: E402
 from patchpack.sources.tar import read_tar  # noqa: E402
 
 
@@ -50,7 +50,7 @@ def lint_sample(sample: Sample, video: VideoConfig | None, pixels: bool, label_f
         except SampleError as e:
             out.append({"kind": e.kind, "member": member, "message": e.message})
     try:
-        sample_label(sample, label_field)
+        sample_labels(sample, label_field)
     except SampleError as e:
         out.append({"kind": e.kind, "member": label_field.split(":")[0] if label_field != "cls" else "cls",
                     "message": e.message})

@@ -1,8 +1,10 @@
 #!/usr/bin/env python
 """Turn an image/video folder, or a class-folder tree, into webdataset tar shards with ``.cls`` labels.
 
-Files are grouped into samples by key (the path up to the first dot of the file name, as
-webdataset does, so ``a.jpg`` + ``a.json`` make one sample). In a class-folder tree
+Every image or video file is one sample, with the files of the same stem beside it as its other
+members (``a.jpg`` + ``a.json`` make one sample), read as the loader reads a folder. Its tar key is
+the file's path relative to ROOT with ``.`` written ``%2E`` (``cat/2021.05.01.jpg`` ->
+``cat/2021%2E05%2E01%2Ejpg``), so dotted names never merge inside the tar. In a class-folder tree
 (``ROOT/<class>/...``) each sample gets a ``cls`` member: the index of its top folder in
 the sorted class list, written to ``OUT/classes.json``. Members that would need unpickling
 are left out (and reported). Samples go to ``OUT/NAME-000000.tar``, ... with at most
@@ -24,7 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from patchpack.sources import Sample  # noqa: E402
-from patchpack.sources.folder import folder_classes, read_folder  # noqa: E402
+from patchpack.sources.folder import folder_classes, read_folder, tar_key  # noqa: E402
 
 
 def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
@@ -57,7 +59,7 @@ def make_shards(root: str, out: str, name: str = "shard", per_shard: int = 1000,
         with tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tar:
             for s in samples[start:start + per_shard]:
                 for ext, data in sorted(s.members.items()):
-                    _add(tar, f"{s.key}.{ext}", data)
+                    _add(tar, f"{tar_key(s.key)}.{ext}", data)
         tmp.replace(path)
         shards.append(str(path))
     return {"shards": shards, "samples": len(samples), "skipped": skipped, "classes": classes}

@@ -26,6 +26,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import IO, Iterator, Sequence
 
+from ..errors import ErrorKind
+
 __all__ = ["UsageError", "config_errors", "check_sources", "Sniff", "sniff", "unopened", "report_outcome", "printable",
            "check_output_folder"]
 
@@ -159,7 +161,7 @@ def sniff(urls: Sequence[str], label_field: str = "cls", limit: int = SNIFF_SAMP
     from ..decode.image import IMAGE_EXTS
     from ..decode.video.config import VIDEO_EXTS
     from ..errors import SampleError
-    from ..sources import Sample, StoredSample, read_shard, sample_label
+    from ..sources import Sample, StoredSample, read_shard, sample_labels
 
     out = Sniff()
     for url in list(urls)[:max_shards]:
@@ -169,14 +171,14 @@ def sniff(urls: Sequence[str], label_field: str = "cls", limit: int = SNIFF_SAMP
             out.samples += 1
             if isinstance(rec, StoredSample):
                 out.stored += 1
-                label = int(getattr(rec.tokens, "label", -1))
+                label = max(rec.tokens.label_set, default=-1)
             else:
                 exts = {m.rsplit(".", 1)[-1].lower() for m in rec.members}
                 out.members.update(rec.members.keys())
                 out.images += bool(exts & set(IMAGE_EXTS))
                 out.videos += bool(exts & set(VIDEO_EXTS))
                 try:
-                    label = sample_label(rec, label_field)
+                    label = max(sample_labels(rec, label_field), default=-1)
                 except SampleError:
                     out.bad_labels += 1
                     label = -1
@@ -189,12 +191,9 @@ def sniff(urls: Sequence[str], label_field: str = "cls", limit: int = SNIFF_SAMP
     return out
 
 
-_UNOPENED = re.compile(r"^cannot open|after 0 sample")
-
-
 def unopened(errors) -> list:
-    """The shard-level records of sources that could not be opened (or read) at all."""
-    return [e for e in errors if e.kind == "shard" and _UNOPENED.search(e.message)]
+    """The records of sources that could not be opened or read at all (kind ``unreadable``)."""
+    return [e for e in errors if e.kind == ErrorKind.UNREADABLE]
 
 
 def _hints(command: str, errors, kinds: Counter, seen: Sniff | None, video, seq_len: int | None) -> list[str]:
@@ -203,12 +202,13 @@ def _hints(command: str, errors, kinds: Counter, seen: Sniff | None, video, seq_
         vids = seen.video_members()
         if vids and video is None and not seen.images:
             hints.append(f"these shards hold {', '.join(vids)} members: pass --frames N to decode videos")
-        elif "arrow" in seen.members and not seen.usable:
-            hints.append("a folder of .arrow files without its manifest.json is read as a plain folder: "
-                         "pass the .arrow files themselves, or the folder patchpack preprocess wrote")
         elif not seen.usable and not (vids and video is not None):
             hints.append(f"no image or video member in the first {seen.samples} samples "
                          f"(members: {seen.describe_members()})")
+    if any(e.kind == ErrorKind.UNREAD_FILES and ".arrow'" in e.message for e in errors) \
+            and not (seen is not None and seen.usable):
+        hints.append("a folder of .arrow files without its manifest.json is read as a plain folder: "
+                     "pass the .arrow files themselves, or the folder patchpack preprocess wrote")
     if kinds.get("oversize"):
         hints.append(f"examples are longer than --seq-len {seq_len}: raise --seq-len or lower --max-patches "
                      "(or --video-tokens)")

@@ -8,7 +8,8 @@ splits shards exactly once over consumers; :mod:`~patchpack.sources.labels` pars
 from __future__ import annotations
 
 from .folder import folder_classes
-from .labels import sample_label
+from .fields import sample_field, sample_fields
+from .labels import sample_labels
 from .plan import expand_sources, plan_shards, resampled_task, shard_order
 from .readers import (
     SOURCES, VERIFY_MODES, ReadOptions, Reader, SourceEntry, fetch_samples, read_shard, read_task, reader_for,
@@ -20,5 +21,5 @@ from .sample import UNSAFE_EXTS, Sample, ShardTask, StoredSample
 __all__ = [
     "Sample", "StoredSample", "ShardTask", "UNSAFE_EXTS", "Reader", "ReadOptions", "SourceEntry", "SOURCES",
     "VERIFY_MODES", "register_source", "reader_for", "read_shard", "read_task", "fetch_samples", "expand_sources",
-    "plan_shards", "resampled_task", "shard_order", "folder_classes", "sample_label", "REMOTE_SCHEMES", "RemoteConfig",
+    "plan_shards", "resampled_task", "shard_order", "folder_classes", "sample_labels", "sample_field", "sample_fields", "REMOTE_SCHEMES", "RemoteConfig",
 ]

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Callable, Iterator
 
-from ..errors import ErrorRecord
+from ..errors import ErrorKind, ErrorRecord
 from ..storage.format import ShardFormatError
 from ..storage.manifest import check_shard
 from ..storage.reader import BadRow, ShardReader
@@ -44,7 +44,7 @@ def read_arrow_shard(
         reader = ShardReader(url)
     except (ShardFormatError, OSError) as exc:
         if owns(0):
-            yield ErrorRecord(url, url, "source", "shard", f"cannot open patchpack shard: {exc}")
+            yield ErrorRecord(url, url, "source", ErrorKind.UNREADABLE, f"cannot open patchpack shard: {exc}")
         return
     index = 0
     try:

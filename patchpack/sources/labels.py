@@ -28,7 +28,7 @@ import re
 from ..errors import SampleError
 from .sample import Sample
 
-__all__ = ["sample_labels", "sample_label", "LABEL_MAX", "MAX_LABEL_BYTES", "MAX_LABELS"]
+__all__ = ["sample_labels", "LABEL_MAX", "MAX_LABEL_BYTES", "MAX_LABELS"]
 
 #: Largest accepted label (2**31 - 1: an int32 class index; also fits int64 everywhere).
 LABEL_MAX = 2**31 - 1
@@ -98,26 +98,21 @@ def _json_labels(raw: bytes, name: str) -> tuple[int, ...]:
 
 
 def sample_labels(sample: Sample, label_field: str = "cls") -> tuple[int, ...]:
-    """The label set of a sample from the ``cls`` member (``label_field="cls"``) or from key
-    ``<name>`` of the ``json`` member (``"json:<name>"``); ``()`` when unlabelled.
+    """The label set of a sample from a member of integers as text (``label_field="cls"``, or any
+    member name, e.g. ``"label"`` for a Hugging Face ``ClassLabel`` column) or from key ``<name>``
+    of the ``json`` member (``"json:<name>"``); ``()`` when unlabelled.
 
     Raises:
         SampleError: ``bad-label`` when the member is present but its labels are not
             integers in ``[0, LABEL_MAX]`` (see the module doc).
     """
-    member = "cls" if label_field == "cls" else "json"
+    json_key = label_field.startswith("json:")
+    member = "json" if json_key else label_field
     raw = sample.members.get(member)
     if raw is None:
         return ()
     if len(raw) > MAX_LABEL_BYTES:
         raise _bad(f"{member} member of {len(raw)} bytes is larger than {MAX_LABEL_BYTES}")
-    if member == "cls":
+    if not json_key:
         return _cls_labels(raw)
     return _json_labels(raw, label_field.removeprefix("json:"))
-
-
-def sample_label(sample: Sample, label_field: str = "cls") -> int:
-    """The single-class view of :func:`sample_labels`: the label when there is exactly one,
-    else -1 (unlabelled, or several labels). For callers not yet on label sets."""
-    labels = sample_labels(sample, label_field)
-    return labels[0] if len(labels) == 1 else -1

@@ -31,7 +31,7 @@ import os
 import posixpath
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, NamedTuple
 
-from ..errors import ErrorRecord
+from ..errors import ErrorKind, ErrorRecord
 from .files import open_regular
 from .remote import RemoteConfig, RemoteReadError, is_remote, open_remote_file
 from .sample import Sample
@@ -184,7 +184,7 @@ def _read_file(url: str, start: int, owns: Callable[[int], bool] | None, what: s
     except Exception as exc:  # missing, not this format, no image column, store failure
         _close(source)
         if owns(0):
-            yield ErrorRecord(url, url, "source", "shard", f"cannot open {what}: {type(exc).__name__}: {exc}")
+            yield ErrorRecord(url, url, "source", ErrorKind.UNREADABLE, f"cannot open {what}: {type(exc).__name__}: {exc}")
         return
     try:
         yield from _read_blocks(blocks, url, layout, start, owns, max_member_bytes)

@@ -17,7 +17,7 @@ from typing import Callable, Iterable, Iterator, NamedTuple, Protocol
 from ..errors import ErrorRecord
 from ..registry import Registry
 from .folder import read_folder
-from .remote import DEFAULT_REMOTE, RemoteConfig
+from .remote import RemoteConfig
 from .parquet import datasets_arrow_reader, is_datasets_arrow, is_parquet_url, parquet_reader
 from .sample import Sample, ShardTask
 from .tar import DEFAULT_MAX_MEMBER_BYTES, read_tar
@@ -42,13 +42,17 @@ class ReadOptions:
             (default), ``"size"`` or ``"none"``; a mismatch is a ``checksum`` record.
         image_column: parquet and ``datasets`` sources: the column holding the image (``None``:
             the first ``Image`` struct or binary column).
-        remote: how object-store and web urls are read (chunk size, retries with backoff).
+        remote: how object-store and web urls are read (chunk size, retries with backoff);
+            ``None``: :data:`patchpack.sources.remote.DEFAULT_REMOTE`.
+        follow_outside_links: folder sources: follow symlinks whose target is outside the root
+            (default ``False``: a ``link`` record).
     """
 
     max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES
     verify: str = "sha256"
     image_column: str | None = None
-    remote: RemoteConfig = DEFAULT_REMOTE
+    remote: RemoteConfig | None = None
+    follow_outside_links: bool = False
 
     def __post_init__(self) -> None:
         if self.max_member_bytes < 1:
@@ -98,7 +102,8 @@ def _tar(url: str, start: int, owns: Callable[[int], bool], options: ReadOptions
 
 
 def _folder(url: str, start: int, owns: Callable[[int], bool], options: ReadOptions) -> Iterator[Sample | ErrorRecord]:
-    return read_folder(url, start, owns, max_member_bytes=options.max_member_bytes)
+    return read_folder(url, start, owns, max_member_bytes=options.max_member_bytes,
+                       follow_outside_links=options.follow_outside_links)
 
 
 def _arrow(url: str, start: int, owns: Callable[[int], bool], options: ReadOptions) -> Iterator[Sample | ErrorRecord]:

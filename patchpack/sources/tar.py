@@ -29,7 +29,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Callable, Iterator
 
-from ..errors import ErrorRecord
+from ..errors import ErrorKind, ErrorRecord
 from .sample import UNSAFE_EXTS, Sample
 from .tarscan import DEFAULT_MAX_MEMBER_BYTES, TarSample, TarScanConfig, decompressed, scan_tar
 from .wds import SKIP_META, open_url
@@ -50,7 +50,7 @@ def read_tar(url: str, start: int, owns: Callable[[int], bool],
         stream = open_url(url)
     except Exception as exc:  # missing file, bad url, failing pipe command
         if owns(0):  # one consumer of a shared shard reports the shard itself
-            yield ErrorRecord(url, url, "source", "shard", f"cannot open shard: {exc}")
+            yield ErrorRecord(url, url, "source", ErrorKind.UNREADABLE, f"cannot open shard: {exc}")
         return
     seen = start > 0  # whether the shard gave a sample (a resumed read starts after some)
     pending: list[ErrorRecord] = []  # shard records before the first sample: a failed pipe explains them
@@ -80,7 +80,8 @@ def read_tar(url: str, start: int, owns: Callable[[int], bool],
     # not reached when the consumer stopped early
     if failure is not None and not seen:  # nothing came through: one record for the source
         if owns(0):
-            yield ErrorRecord(url, url, "source", "shard", f"cannot open shard: {type(failure).__name__}: {failure}")
+            yield ErrorRecord(url, url, "source", ErrorKind.UNREADABLE,
+                              f"cannot open shard: {type(failure).__name__}: {failure}")
         return
     yield from pending
     if failure is not None and owns(0):

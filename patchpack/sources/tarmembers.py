@@ -160,19 +160,24 @@ def _next_block(s: Stream) -> tuple[int, bytes] | TarEnd:
                                f"{off - (zeros - 1) * BLOCK}: the rest of the stream is not read")
 
 
-def resync(s: Stream) -> tuple[bytes | None, int, int]:
+def resync(s: Stream) -> tuple[bytes | None, int, int, bool]:
     """Read on to the next valid header block and leave it unread: ``(block, its offset, non-zero
-    blocks skipped)``; block ``None`` at the end of the stream (offset: the end)."""
-    data_blocks = 0
+    blocks skipped, whether data followed a zero block)``; block ``None`` at the end of the stream
+    (offset: the end)."""
+    data_blocks, zeros, data_after_zeros = 0, False, False
     while True:
         at = s.pos
         block = s.read(BLOCK)
         if len(block) < BLOCK:
-            return None, at, data_blocks + bool(block)
+            return None, at, data_blocks + bool(block), data_after_zeros
         if is_header(block):
             s.unread(block)
-            return block, at, data_blocks
-        data_blocks += block != ZERO
+            return block, at, data_blocks, data_after_zeros
+        if block == ZERO:
+            zeros = True
+        else:
+            data_blocks += 1
+            data_after_zeros = data_after_zeros or zeros
 
 
 def _key_of(block: bytes | None) -> str | None:
@@ -197,14 +202,16 @@ def _resynced(off: int, found: bytes | None, at: int) -> str:
 def _damage(s: Stream, off: int, block: bytes, exc: Exception) -> tuple[HeaderDamage, bool]:
     """Resynchronise after the damaged header ``block`` at ``off``; whether a header was found."""
     name = decode_name(header_name(block)) if cstr(block[:100]) else ""
-    found, at, data_blocks = resync(s)
+    found, at, data_blocks, zeroed_member = resync(s)
     msg = f"damaged tar header at byte {off} ({exc}; name field reads {name!r}); " + _resynced(off, found, at)
     # Every aligned block up to the found one failed as a header, so a found header means only the
     # damaged member's bytes were skipped. At the end of the stream, more data than its size field
     # allows means later members were lost too (a shifted stream).
-    tail_lost = found is None and data_blocks > _own_blocks(block)
+    # A zero block followed by data in the skipped bytes is a member header that was zeroed: its
+    # member went with the damaged one, so the shard-level record says so.
+    tail_lost = (found is None and data_blocks > _own_blocks(block)) or zeroed_member
     if off == 0 and found is None:
-        return HeaderDamage(off, msg, None, None, True, "shard", f"not a tar: no valid header in {at - off} bytes "
+        return HeaderDamage(off, msg, None, None, True, "unreadable", f"not a tar: no valid header in {at - off} bytes "
                                                                  f"({exc})"), False
     return HeaderDamage(off, msg, split_name(name)[0] if name else None, _key_of(found), tail_lost, "bad-header",
                         f"{msg}; {data_blocks} data blocks skipped may have held other samples"), found is not None
@@ -290,10 +297,13 @@ def _sparse_map_end(s: Stream, h: MemberHeader) -> TarEnd | None:
 def _untrusted(s: Stream, h: MemberHeader, problem: tuple[str, str]) -> Generator[TarEvent, None, bool]:
     """A member whose size is not believed: resynchronise, then report it under its own key.
     Returns whether the stream ended (a :class:`TarEnd` was yielded)."""
-    found, at, data_blocks = resync(s)
+    found, at, data_blocks, zeroed_member = resync(s)
     kind, why = problem
     yield TarMember(h.name, h.offset, h.size, (kind, f"member {h.name!r} at byte {h.offset}: {why}; "
                                                      + _resynced(h.offset, found, at)))
+    if found is not None and zeroed_member:
+        yield ShardNote("bad-header", f"after {h.name!r}: a zeroed block followed by data up to byte {at} may have "
+                                      "been another sample's header", h.offset)
     if found is None:
         block_size = h.size if h.size < OCTAL_SIZE_MAX else 0
         if data_blocks > -(-block_size // BLOCK):

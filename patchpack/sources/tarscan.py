@@ -210,8 +210,9 @@ def _ended(end: TarEnd, group: _Group | None, shard: str, want: Callable[[int], 
         group.fail("truncated", end.open_message)
     if group is not None:
         yield from group.outcome(shard)
-    if end.message:
-        yield _shard_issue(shard, "shard", end.message, end.offset, group)
+    if end.message:  # a stream that ended before any member gave nothing: unreadable, not cut short
+        kind = "unreadable" if end.offset == 0 and group is None else "shard"
+        yield _shard_issue(shard, kind, end.message, end.offset, group)
 
 
 def scan_tar(

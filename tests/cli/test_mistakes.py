@@ -106,19 +106,19 @@ def test_failing_pipe_url_is_a_record_and_exit_1(capsys):
     code, _, err = run(capsys, "stats", "pipe:false", "--no-progress", *SMALL)
     assert code == 1 and "Traceback" not in err
     lines = err.splitlines()
-    assert lines[0] == "patchpack stats: error: no example came through (1 error records: shard=1)"
-    assert lines[1] == "  pipe:false [shard] cannot open shard: PipeError: pipe command 'false': exit 1"
+    assert lines[0] == "patchpack stats: error: no example came through (1 error records: unreadable=1)"
+    assert lines[1] == "  pipe:false [unreadable] cannot open shard: PipeError: pipe command 'false': exit 1"
     assert "hint: check the paths and urls: a source that cannot be opened gives no sample" in lines
 
 
 def test_report_outcome_codes(capsys):
-    gone = ErrorRecord("x.tar", "x.tar", "source", "shard", "cannot open shard: [Errno 2] No such file")
+    gone = ErrorRecord("x.tar", "x.tar", "source", "unreadable", "cannot open shard: [Errno 2] No such file")
     bad = ErrorRecord("k1", "a.tar", "decode", "corrupt", "bytes do not decode")
     assert checks.report_outcome("stats", 5, [bad]) == 0
     assert checks.report_outcome("stats", 5, [bad, gone]) == 1
     err = capsys.readouterr().err.splitlines()
-    assert err[0] == "patchpack stats: error: 1 source(s) could not be opened (2 error records: corrupt=1, shard=1)"
-    assert err[1].startswith("  x.tar [shard] cannot open shard")
+    assert err[0] == "patchpack stats: error: 1 source(s) could not be opened (2 error records: corrupt=1, unreadable=1)"
+    assert err[1].startswith("  x.tar [unreadable] cannot open shard")
     assert checks.report_outcome("stats", 0, []) == 1
     assert "hint: the sources hold no samples" in capsys.readouterr().err
     assert checks.report_outcome("stats", 0, [bad], seq_len=64) == 1

@@ -147,7 +147,7 @@ def test_json_labels(tmp_path):
 
 
 def test_folder_source(tmp_path):
-    keys = write_folder(tmp_path / "imgs", {"a": 3, "b": 4})
+    keys = [k + ".png" for k in write_folder(tmp_path / "imgs", {"a": 3, "b": 4})]  # a folder key keeps its extension
     batches = list(make_loader(str(tmp_path / "imgs"), **SMALL))
     got = {k: int(b.labels[r, j]) for b in batches for r, row in enumerate(b.sample_keys) for j, k in enumerate(row)}
     assert got == {k: (0 if k.startswith("a/") else 1) for k in keys}

@@ -39,7 +39,7 @@ def test_source_that_gives_nothing_leaves_the_run_incomplete(tmp_path):
     assert sorted(p.name for p in out.glob("*.arrow")) == sorted(e["output"] for e in m["shards"])  # none for unread
     assert m["totals"]["examples"] == 4
     records = [json.loads(line) for line in (out / "errors.jsonl").read_text().splitlines()]
-    assert {r["shard"] for r in records if r["kind"] == "shard"} >= unread
+    assert {r["shard"] for r in records if r["kind"] == "unreadable"} >= unread
     # a rerun with the bad source fixed finishes only what is missing and completes
     m2 = preprocess(good, out, CFG, progress=False)
     assert m2["complete"] and m2["unread"] == [] and m2["totals"]["examples"] == 4
@@ -61,7 +61,7 @@ def test_cli_reports_a_failing_pipe_in_records_not_a_traceback(tmp_path, capsys)
                      "--patch-size", "8", "--max-patches", "48"])
     err = capsys.readouterr().err.splitlines()
     assert code == 1
-    assert err[0] == "patchpack preprocess: error: no example came through (1 error records: shard=1)"
-    assert err[1].startswith("  pipe:false [shard] cannot open shard")
+    assert err[0] == "patchpack preprocess: error: no example came through (1 error records: unreadable=1)"
+    assert err[1].startswith("  pipe:false [unreadable] cannot open shard")
     assert read_manifest(tmp_path / "out")["complete"] is False
     assert not list((tmp_path / "out").glob("*.arrow"))

@@ -51,7 +51,7 @@ def test_each_source_exactly_once_per_epoch_interleaved(two):
     first = keys[: len(keys) // 4]
     assert {k[0] for k in first} == {"a", "b"}  # interleaved, not one source after the other
     stats = loader.source_stats
-    errs = [e for e in loader.errors if e.kind == "shard"]
+    errs = [e for e in loader.errors if e.kind == "unreadable"]
     assert errs and all("missing" in e.shard for e in errs)
     name_b = [n for n in stats if "::" in n or n.endswith(".tar") and "/b/" in n][0]
     assert stats[name_b].errors == len(errs) and sum(s.errors for s in stats.values()) == len(errs)

@@ -75,7 +75,7 @@ def test_a_shard_path_that_is_not_a_regular_file_is_one_record_not_a_hang(tmp_pa
         path.mkdir()
     url = scheme + str(path)
     recs = list(read_shard(url)) if make != "folder" else list(read_tar(url, 0, lambda i: True))
-    assert len(recs) == 1 and (recs[0].key, recs[0].kind) == (url, "shard")
+    assert len(recs) == 1 and (recs[0].key, recs[0].kind) == (url, "unreadable")
     what = {"fifo": "is a FIFO", "devzero": "is a character device (symlink to '/dev/zero')", "folder": "is a directory"}
     assert recs[0].message == f"cannot open shard: {path} {what[make]}; only regular files are read"
 

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from patchpack.errors import SampleError
 from patchpack.sources import Sample
-from patchpack.sources.labels import LABEL_MAX, MAX_LABELS, sample_label, sample_labels
+from patchpack.sources.labels import LABEL_MAX, MAX_LABELS, sample_labels
 
 
 def labels(ext: str, raw: bytes) -> tuple[int, ...]:
@@ -67,10 +67,10 @@ def test_huge_label_lists_are_bad():
     assert "larger than" in bad("cls", b"1 " * 2**20)
 
 
-def test_the_single_class_view():
-    one = Sample("k", "s", {"cls": b"3"})
-    assert sample_label(one) == 3
-    assert sample_label(Sample("k", "s", {"cls": b"3 4"})) == -1 and sample_label(Sample("k", "s", {})) == -1
+def test_any_member_of_integers_can_hold_the_labels():
+    hf = Sample("k", "s", {"label": b"3", "cls": b"7"})  # a Hugging Face ClassLabel column, read as a member
+    assert sample_labels(hf, "label") == (3,) and sample_labels(hf, "cls") == (7,)
+    assert sample_labels(Sample("k", "s", {}), "label") == ()
 
 
 @settings(max_examples=300, deadline=None)

@@ -157,10 +157,10 @@ def test_the_image_column_is_found_or_named(tmp_path):
     assert s.members == {"png": png, "picture": jpg}
     for name, message in (("nope", "no column 'nope'"), ("picture2", "no column")):
         (rec,) = read_parquet(url, image_column=name)
-        assert rec.kind == "shard" and message in rec.message
+        assert rec.kind == "unreadable" and message in rec.message
     url = _write(pa.table({"txt": pa.array(["only text"])}), tmp_path / "text.parquet")
     (rec,) = read_shard(url)
-    assert rec.kind == "shard" and rec.key == url and "no image column" in rec.message
+    assert rec.kind == "unreadable" and rec.key == url and "no image column" in rec.message
 
 
 @pytest.mark.parametrize("fmt, ext", [("JPEG", "jpg"), ("PNG", "png"), ("WEBP", "webp"), ("GIF", "gif"),
@@ -236,7 +236,7 @@ def test_files_that_cannot_be_opened_are_one_shard_record(tmp_path):
     not_parquet.write_text("hello")
     for url in (str(cut), str(not_parquet), str(tmp_path / "missing.parquet")):
         records = list(read_shard(url))
-        assert [(r.key, r.kind) for r in records] == [(url, "shard")], url
+        assert [(r.key, r.kind) for r in records] == [(url, "unreadable")], url
         assert records[0].message.startswith("cannot open parquet file")
     assert list(read_task(ShardTask(str(cut), 1, 2))) == []  # one consumer of a shared file reports it
 

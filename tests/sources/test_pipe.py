@@ -74,4 +74,4 @@ def test_pipe_urls_are_refused_under_webdataset_security_switch(monkeypatch):
 
     monkeypatch.setenv("WDS_SECURE", "1")
     recs = list(read_shard("pipe:echo pwned > /dev/null"))
-    assert len(recs) == 1 and recs[0].kind == "shard" and "refused under WDS_SECURE=1" in recs[0].message
+    assert len(recs) == 1 and recs[0].kind == "unreadable" and "refused under WDS_SECURE=1" in recs[0].message

@@ -248,7 +248,7 @@ def test_a_missing_remote_shard_is_one_shard_record_without_retries(http_root, f
     base, server = http_root
     for url in (f"{base}/nope.tar", f"{base}/nope.parquet"):
         records = list(read_shard(url))
-        assert len(records) == 1 and records[0].kind == "shard" and records[0].key == url
+        assert len(records) == 1 and records[0].kind == "unreadable" and records[0].key == url
         assert f"{url}: not found" in records[0].message and "retries" not in records[0].message
     # fsspec asks with HEAD, then GET; a 404 is not retried (that would be 2 more each)
     assert [r[0] for r in server.requests] == ["HEAD", "GET"] * 2
@@ -301,7 +301,7 @@ def test_without_fsspec_a_remote_url_is_one_line_naming_the_extra(monkeypatch):
         expand_sources("https://example.invalid/shard-{0..3}.tar")
     for url in ("https://example.invalid/a.tar", "s3://bucket/a.parquet"):
         (record,) = list(read_shard(url))
-        assert record.kind == "shard" and "pip install 'patchpack[remote]'" in record.message
+        assert record.kind == "unreadable" and "pip install 'patchpack[remote]'" in record.message
 
 
 def test_a_scheme_whose_driver_is_missing_names_it():
@@ -313,4 +313,4 @@ def test_a_scheme_whose_driver_is_missing_names_it():
     with pytest.raises(ValueError, match="s3fs"):
         expand_sources("s3://bucket/train-{0..1}.parquet")
     (record,) = list(read_shard("s3://bucket/a.tar"))
-    assert record.kind == "shard" and "s3fs" in record.message
+    assert record.kind == "unreadable" and "s3fs" in record.message

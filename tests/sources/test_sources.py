@@ -97,7 +97,7 @@ def test_missing_empty_and_garbage_shards_are_records(tmp_path):
     for url in [str(tmp_path / "missing.tar"), str(empty), str(garbage)]:
         recs = list(read_shard(url))
         assert len(recs) == 1 and isinstance(recs[0], ErrorRecord), url
-        assert recs[0].kind == "shard" and recs[0].key == url
+        assert recs[0].kind == "unreadable" and recs[0].key == url
     # a shared shard is reported by one consumer only
     assert list(read_task(ShardTask(str(tmp_path / "missing.tar"), 1, 2))) == []
 
@@ -106,7 +106,7 @@ def test_failing_pipe_command_is_one_shard_record(tmp_path):
     """A ``pipe:`` url whose command fails reports its exit status (raised on close) as a record."""
     recs = list(read_shard("pipe:false"))
     assert len(recs) == 1 and isinstance(recs[0], ErrorRecord)
-    assert (recs[0].key, recs[0].kind) == ("pipe:false", "shard")
+    assert (recs[0].key, recs[0].kind) == ("pipe:false", "unreadable")
     assert recs[0].message.startswith("cannot open shard:") and "exit 1" in recs[0].message
     # a pipe that sends a whole tar, then fails: the samples, then the shard record
     url = write_shards(tmp_path, make_samples(3), per_shard=10)[0]

@@ -7,7 +7,7 @@ import tarfile
 
 import hostile as H
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from patchpack.sources.tarscan import MAX_META_BYTES, MAX_NAME_BYTES, TarIssue, TarSample, TarScanConfig, scan_tar
@@ -162,6 +162,8 @@ PAX_KEYS = {n.rsplit(".", 1)[0] for n, _ in PAX_MEMBERS}
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(MUTATION, min_size=1, max_size=3), st.booleans())
+@example([("flip", 1124, 1), ("zero", 2609, 2000)], False)  # a damaged header, then a member's headers zeroed
+@example([("flip", 1148, 1), ("zero", 2609, 2000)], False)  # the same with the damaged header's size field
 def test_fuzz_mutated_pax_tar_accounts_for_every_sample(mutations, seekable):
     """Every sample is read, named in a record, or covered by a shard-level record. A pax header
     zeroed whole reads as an archive boundary (zero blocks, then a valid header): its member is

@@ -85,4 +85,4 @@ def test_tampered_schema_metadata_is_a_format_error_and_the_loader_goes_on(store
                          verify="none", shuffle_shards=False)
     keys = [k for b in loader for row in b.sample_keys for k in row]
     assert sorted(keys) == [f"s{i:04d}" for i in range(5)]
-    assert [(e.key, e.kind) for e in loader.errors] == [(str(bad), "shard")]
+    assert [(e.key, e.kind) for e in loader.errors] == [(str(bad), "unreadable")]

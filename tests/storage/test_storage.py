@@ -202,4 +202,4 @@ def test_read_arrow_shard_as_samples_and_probe(tmp_path):
     bad = tmp_path / "bad.arrow"
     bad.write_bytes(b"nope")
     (rec,) = read_arrow_shard(str(bad))
-    assert isinstance(rec, ErrorRecord) and rec.kind == "shard" and rec.key == str(bad)
+    assert isinstance(rec, ErrorRecord) and rec.kind == "unreadable" and rec.key == str(bad)

@@ -24,20 +24,24 @@ def test_every_tool_has_help():
 
 
 def test_make_shards_from_class_folders_gives_labelled_shards(tmp_path):
-    keys = write_folder(tmp_path / "src", {"cat": 3, "dog": 4})
-    (tmp_path / "src" / "dog" / "bad.pkl").write_bytes(b"\x80\x04")
+    keys = [k + ".png" for k in write_folder(tmp_path / "src", {"cat": 3, "dog": 4})]
+    (tmp_path / "src" / "dog" / "bad.png").write_bytes(image_bytes(8, 8))
+    (tmp_path / "src" / "dog" / "bad.pkl").write_bytes(b"\x80\x04")  # a sidecar needing unpickling
+    (tmp_path / "src" / "cat" / "2021.05.01.png").write_bytes(image_bytes(8, 8))  # dots stay one sample
+    keys.append("cat/2021.05.01.png")
     r = _tool("make_shards", tmp_path / "src", "--out", tmp_path / "out", "--per-shard", 3)
     assert r.returncode == 0, r.stderr
-    assert "7 samples -> 3 shard(s)" in r.stdout and "dog/bad" in r.stderr and "unsafe" in r.stderr
+    assert "8 samples -> 3 shard(s)" in r.stdout and "dog/bad.png" in r.stderr and "unsafe" in r.stderr
     assert json.loads((tmp_path / "out" / "classes.json").read_text()) == {"cat": 0, "dog": 1}
     from patchpack.sources import Sample, read_shard
+    from patchpack.sources.folder import tar_key
 
     got = {}
     for shard in sorted((tmp_path / "out").glob("shard-*.tar")):
         for s in read_shard(str(shard)):
             assert isinstance(s, Sample)
             got[s.key] = int(s.members["cls"])
-    assert got == {k: (0 if k.startswith("cat/") else 1) for k in keys}
+    assert got == {tar_key(k): (0 if k.startswith("cat/") else 1) for k in keys}
 
 
 def test_lint_shards_reports_kinds_unsafe_members_and_end_markers(tmp_path):
