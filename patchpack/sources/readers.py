@@ -98,7 +98,7 @@ def reader_for(url: str) -> Reader:
 
 
 def _tar(url: str, start: int, owns: Callable[[int], bool], options: ReadOptions) -> Iterator[Sample | ErrorRecord]:
-    return read_tar(url, start, owns, max_member_bytes=options.max_member_bytes)
+    return read_tar(url, start, owns, max_member_bytes=options.max_member_bytes, remote=options.remote)
 
 
 def _folder(url: str, start: int, owns: Callable[[int], bool], options: ReadOptions) -> Iterator[Sample | ErrorRecord]:

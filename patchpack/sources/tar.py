@@ -5,8 +5,9 @@ where ``members`` maps a member extension (``"jpg"``, ``"cls"``, ...) to its raw
 Nothing is decoded here. Tars are read by :func:`patchpack.sources.tarscan.scan_tar`
 (webdataset's keys and extensions; gzip, bzip2 and xz streams decompressed on the fly;
 local paths and ``file:`` urls opened directly, ``pipe:`` commands read to their end before
-their exit status is checked, remote urls through ``webdataset.gopen``), which never loses
-bytes silently. Failures become records and the
+their exit status is checked, object stores and the web (``s3://``, ``gs://``, ``hf://``,
+``http(s)://``) through fsspec with bounded retries (:mod:`patchpack.sources.remote`), other
+schemes through ``webdataset.gopen``), which never loses bytes silently. Failures become records and the
 reader goes on:
 
 * a shard that cannot be opened -> kind ``shard`` (key = the shard url);
@@ -32,6 +33,7 @@ from typing import Callable, Iterator
 from ..errors import ErrorKind, ErrorRecord
 from .sample import UNSAFE_EXTS, Sample
 from .tarscan import DEFAULT_MAX_MEMBER_BYTES, TarSample, TarScanConfig, decompressed, scan_tar
+from .remote import RemoteConfig
 from .wds import SKIP_META, open_url
 
 __all__ = ["read_tar", "TAR_CONFIG", "DEFAULT_MAX_MEMBER_BYTES"]
@@ -41,13 +43,15 @@ TAR_CONFIG = TarScanConfig(skip_meta=SKIP_META, refuse_exts=UNSAFE_EXTS)
 
 
 def read_tar(url: str, start: int, owns: Callable[[int], bool],
-             max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES) -> Iterator[Sample | ErrorRecord]:
+             max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES, remote: RemoteConfig | None = None
+             ) -> Iterator[Sample | ErrorRecord]:
     """Samples ``index >= start`` with ``owns(index)`` of the tar at ``url``, failures as records;
-    members over ``max_member_bytes`` are reported, never read."""
+    members over ``max_member_bytes`` are reported, never read; ``remote``: how an object-store
+    or web url is read (default :data:`~patchpack.sources.remote.DEFAULT_REMOTE`)."""
     config = TAR_CONFIG if max_member_bytes == TAR_CONFIG.max_member_bytes else \
         replace(TAR_CONFIG, max_member_bytes=max_member_bytes)
     try:
-        stream = open_url(url)
+        stream = open_url(url, remote)
     except Exception as exc:  # missing file, bad url, failing pipe command
         if owns(0):  # one consumer of a shared shard reports the shard itself
             yield ErrorRecord(url, url, "source", ErrorKind.UNREADABLE, f"cannot open shard: {exc}")
