@@ -8,7 +8,14 @@ is read from ``/proc/self/status`` (``VmHWM``) at its end. Cases:
 * ``png16-13000``: one solid 16-bit greyscale PNG of 13000 x 13000 px (a few hundred KB);
 * ``sparse-2GiB``: a GNU-sparse member claiming 2 GiB in 6 KB;
 * ``member-1GiB``: a regular 1 GiB member (a sparse file on disk, so it is cheap to make);
-* ``photos-200``: 200 photos of 3000 x 2000 px (JPEG, ~1-2 MB each).
+* ``photos-200``: 200 photos of 3000 x 2000 px (JPEG, ~1-2 MB each);
+* hostile decodes, each next to 4 small JPEGs (the row's note says what became of it):
+  ``jpeg-scans`` a ~650 KB progressive JPEG of 8192 x 8192 px and ~16,000 scans (each a pass of
+  the decoder over the whole image: minutes), ``ico-20000`` an ICO whose directory declares
+  16 x 16 but which embeds a 20000 x 20000 PNG (decoded by Pillow while opening),
+  ``webp-13000`` a 32-byte lossless WebP of 13000 x 13000 px (under ``max_pixels``; decoded
+  whole at ~16 bytes a pixel), ``video-16000`` a Matroska MJPEG stream that declares (and
+  starts with) 16 x 16 frames, then sends 16000 x 16000 ones (``stats --frames 2``).
 
 Each row prints the peak in MiB, its excess over the baseline's (``+MiB``; the baseline is
 mostly the interpreter with torch imported), the ratio to the baseline's peak and the examples and
@@ -46,7 +53,7 @@ import json, sys, io, contextlib
 from patchpack.cli import main
 out = io.StringIO()
 with contextlib.redirect_stdout(out):
-    rc = main(["stats", sys.argv[1], "--json", "--no-progress"])
+    rc = main(["stats", sys.argv[1], "--json", "--no-progress", *sys.argv[2:]])
 last = [l for l in out.getvalue().splitlines() if l.startswith("{")]
 hwm = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:"))
 print(json.dumps({"rc": rc, "stats": json.loads(last[-1]) if last else {}, "vmhwm_kib": hwm}))
@@ -71,6 +78,23 @@ def _noise(h: int, w: int, seed: int):
 def _write_tar(path: Path, members: list[tuple[str, bytes]]) -> str:
     path.write_bytes(H.tar_bytes(members))
     return str(path)
+
+
+def hostile_decodes(tmp: Path, quick: bool) -> dict[str, tuple[str, list[str]]]:
+    """The hostile decode cases (module doc), each a tar with 4 small JPEGs: name -> (url, stats flags)."""
+    small = [m for i in range(4) for m in ((f"s{i:04d}.jpg", _small_jpeg(i)), (f"s{i:04d}.cls", b"1"))]
+    side = 2048 if quick else 8192
+    bad = {
+        "jpeg-scans": ("scans.jpg", H.many_scans_jpeg(side, 1000 if quick else 16000)),
+        "ico-20000": ("bomb.ico", H.ico_embedding(H.solid_png(20000, 20000, value=7))),
+        "webp-13000": ("bomb.webp", H.solid_webp(13000, 13000)),
+        "video-16000": ("lie.mkv", H.lying_video(16, 4000 if quick else 16000, frames=3)),
+    }
+    cases = {}
+    for name, (member, data) in bad.items():
+        url = _write_tar(tmp / f"{name}.tar", small + [(member, data), (member.split(".")[0] + ".cls", b"2")])
+        cases[name] = (url, ["--frames", "2"] if member.endswith(".mkv") else [])
+    return cases
 
 
 def build(tmp: Path, quick: bool) -> dict[str, str]:
@@ -102,14 +126,14 @@ def build(tmp: Path, quick: bool) -> dict[str, str]:
     return cases
 
 
-def run_case(url: str, timeout: float) -> dict:
+def run_case(url: str, timeout: float, flags: list[str] | None = None) -> dict:
     """Run ``patchpack stats`` on ``url`` in a child that reports its own peak RSS (``VmHWM``: the
     high-water mark of its address space; ``ru_maxrss`` would include this parent's, inherited
     through fork and exec)."""
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         t0 = time.perf_counter()
-        p = subprocess.Popen([sys.executable, "-c", CHILD, url], stdout=out, stderr=err, env=env)
+        p = subprocess.Popen([sys.executable, "-c", CHILD, url, *(flags or [])], stdout=out, stderr=err, env=env)
         timer = threading.Timer(timeout, p.kill)
         timer.start()
         _, status = os.waitpid(p.pid, 0)
@@ -141,11 +165,12 @@ def main() -> int:
         tmp = Path(args.keep or td)
         tmp.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
-        cases = build(tmp, args.quick)
+        cases = {name: (url, []) for name, url in build(tmp, args.quick).items()}
+        cases.update(hostile_decodes(tmp, args.quick))
         print(f"built {len(cases)} cases in {time.perf_counter() - t0:.1f}s "
-              f"({', '.join(f'{k} {os.path.getsize(v) / 2**20:.1f} MiB' for k, v in cases.items())})")
+              f"({', '.join(f'{k} {os.path.getsize(v[0]) / 2**20:.1f} MiB' for k, v in cases.items())})")
         with ThreadPoolExecutor(max(1, args.jobs)) as pool:
-            futures = {name: pool.submit(run_case, url, args.timeout) for name, url in cases.items()}
+            futures = {name: pool.submit(run_case, url, args.timeout, flags) for name, (url, flags) in cases.items()}
             results = {name: f.result() for name, f in futures.items()}
     base = results["baseline"]["peak_mib"]
     print(f"{'case':<16} {'peak MiB':>9} {'+MiB':>6} {'ratio':>6} {'examples':>9} {'errors':>7} {'seconds':>8}  note")
@@ -154,7 +179,8 @@ def main() -> int:
         ratio = r["peak_mib"] / base
         worst = max(worst, ratio)
         st = r.get("stats", {})
-        note = "timed out" if r.get("timed_out") else (f"rc={r['rc']} {r.get('error', '')}" if r["rc"] else "")
+        note = "timed out" if r.get("timed_out") else (f"rc={r['rc']} {r.get('error', '')}" if r["rc"] else
+                                                      " ".join(f"{k}: {v}" for k, v in st.get("error_kinds", {}).items()))
         print(f"{name:<16} {r['peak_mib']:>9.0f} {r['peak_mib'] - base:>+6.0f} {ratio:>6.2f} "
               f"{st.get('examples', '-'):>9} "
               f"{st.get('errors', '-'):>7} {r['seconds']:>8.1f}  {note}")

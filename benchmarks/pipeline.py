@@ -11,7 +11,9 @@ Pipelines, on the same shard bytes and the same budget (``p = 16``, 256 patches)
 
 * ``patchpack``: ``make_loader`` (header probe, packing on header sizes,
   ``Image.draft`` + decode + resize at the fitted size, patchify, collate into
-  ``PackedBatch``), ``num_workers=0``;
+  ``PackedBatch``), ``num_workers=0``; once with the default resize (``image__resize="opencv"``:
+  antialiasing prefilter + OpenCV cubic) and once with ``image__resize="pillow"`` (Pillow's
+  antialiased bicubic, the former default);
 * ``naive``: ``webdataset`` tar reading, full ``Image.open().convert("RGB")``, resize
   to the same fitted size with the same filter, numpy patchify (no packing at all);
 * ``siglip2`` / ``qwen2-vl``: Hugging Face ``Siglip2ImageProcessor`` / ``Qwen2VLImageProcessor`` when
@@ -22,7 +24,10 @@ Pipelines, on the same shard bytes and the same budget (``p = 16``, 256 patches)
   any Pillow pipeline. patchpack's goal is at most 1.3x its time per image.
 
 A third set, ``upscaled``, holds every photo bicubic-upscaled to a long side of 1500, 2200
-and 3000 px (JPEG q90), for photos over 1000 px beyond the one shipped.
+and 3000 px (JPEG q90), for photos over 1000 px beyond the one shipped. A fourth,
+``png-webp``, holds the mixed photos as PNG and WebP (q90), alternating: formats without DCT
+scaling, whose decode is the whole-size one (the limit there is Pillow's decode alone, and the
+row reports the share of patchpack's time that decode takes).
 
 ``--threads`` (on by default, needs 2 cores): ``decode_threads=2`` in one process against
 one thread and against ``num_workers=2`` processes, in subprocesses: images/s, peak memory
@@ -86,23 +91,36 @@ def photos() -> dict[str, list[np.ndarray]]:
     return {"mixed": mixed, "large": large}
 
 
-def write_set(directory: str, images: list[np.ndarray], n: int, name: str) -> list[str]:
+#: member extension and Pillow save options by format
+FORMATS = {"JPEG": ("jpg", {"quality": 90}), "PNG": ("png", {}), "WEBP": ("webp", {"quality": 90})}
+
+
+def write_set(directory: str, images: list[np.ndarray], n: int, name: str,
+              formats: tuple[str, ...] = ("JPEG",)) -> list[str]:
+    """Shards of ``n`` samples cycling through ``images``, image ``i`` encoded as ``formats[i % len]``."""
     import webdataset as wds
     from PIL import Image
 
     encoded = []
-    for img in images:
+    for i, img in enumerate(images * len(formats)):
+        fmt = formats[i % len(formats)]
         buf = io.BytesIO()
-        Image.fromarray(img).save(buf, "JPEG", quality=90)
-        encoded.append(buf.getvalue())
+        Image.fromarray(img).save(buf, fmt, **FORMATS[fmt][1])
+        encoded.append((FORMATS[fmt][0], buf.getvalue()))
     pattern = os.path.join(directory, f"{name}-%04d.tar")
     with wds.ShardWriter(pattern, maxcount=100, verbose=0) as sink:
         for i in range(n):
-            sink.write({"__key__": f"{name}{i:06d}", "jpg": encoded[i % len(encoded)], "cls": b"0"})
+            ext, data = encoded[i % len(encoded)]
+            sink.write({"__key__": f"{name}{i:06d}", ext: data, "cls": b"0"})
     return sorted(os.path.join(directory, f) for f in os.listdir(directory) if f.startswith(name + "-"))
 
 
-def run_patchpack(urls: list[str], timers: bool = False) -> tuple[int, float, float]:
+def media(sample: dict) -> bytes:
+    """The image member of a webdataset sample."""
+    return next(v for k, v in sample.items() if k in ("jpg", "png", "webp"))
+
+
+def run_patchpack(urls: list[str], timers: bool = False, resize: str = "opencv") -> tuple[int, float, float]:
     """(images, seconds, seconds in packing + collation)."""
     import patchpack.loader.dataset as loader_module
     from patchpack import make_loader
@@ -125,7 +143,7 @@ def run_patchpack(urls: list[str], timers: bool = False) -> tuple[int, float, fl
         packer_cls.flush = timed(packer_cls.flush)
     t = time.perf_counter()
     loader = make_loader(urls, seq_len=SEQ_LEN, patch_size=P, max_patches=BUDGET, batch_size=8,
-                         buffer_size=64, shuffle_shards=False)
+                         buffer_size=64, shuffle_shards=False, image__resize=resize)
     n = sum(b.num_examples for b in loader)
     return n, time.perf_counter() - t, spent[0]
 
@@ -140,7 +158,7 @@ def run_naive(urls: list[str]) -> tuple[int, float]:
     t = time.perf_counter()
     n = 0
     for sample in wds.WebDataset(urls, shardshuffle=False, empty_check=False):
-        im = Image.open(io.BytesIO(sample["jpg"])).convert("RGB")
+        im = Image.open(io.BytesIO(media(sample))).convert("RGB")
         h, w = fit(im.height, im.width, cfg)
         a = np.asarray(im.resize((w, h), Image.Resampling.BICUBIC))
         patches = a.reshape(h // P, P, w // P, P, 3).transpose(0, 2, 1, 3, 4).reshape(-1, P * P * 3)
@@ -161,7 +179,7 @@ def run_siglip2(urls: list[str]) -> tuple[int, float] | str:
     t = time.perf_counter()
     n = 0
     for sample in wds.WebDataset(urls, shardshuffle=False, empty_check=False):
-        proc(images=[Image.open(io.BytesIO(sample["jpg"])).convert("RGB")], return_tensors="np")
+        proc(images=[Image.open(io.BytesIO(media(sample))).convert("RGB")], return_tensors="np")
         n += 1
     return n, time.perf_counter() - t
 
@@ -182,7 +200,7 @@ def run_qwen2vl(urls: list[str]) -> tuple[int, float, str] | str:
     t = time.perf_counter()
     n = 0
     for sample in wds.WebDataset(urls, shardshuffle=False, empty_check=False):
-        proc(images=[Image.open(io.BytesIO(sample["jpg"])).convert("RGB")], return_tensors="np")
+        proc(images=[Image.open(io.BytesIO(media(sample))).convert("RGB")], return_tensors="np")
         n += 1
     return n, time.perf_counter() - t, type(proc).__name__
 
@@ -190,7 +208,7 @@ def run_qwen2vl(urls: list[str]) -> tuple[int, float, str] | str:
 def shard_bytes(urls: list[str]) -> list[bytes]:
     import webdataset as wds
 
-    return [s["jpg"] for s in wds.WebDataset(urls, shardshuffle=False, empty_check=False)]
+    return [media(s) for s in wds.WebDataset(urls, shardshuffle=False, empty_check=False)]
 
 
 def run_limit(images: list[bytes]) -> tuple[int, float]:
@@ -256,7 +274,7 @@ def run_naive_augmented(urls: list[str]) -> tuple[int, float, float]:
     n = 0
     for sample in wds.WebDataset(urls, shardshuffle=False, empty_check=False):
         key = sample["__key__"]
-        im = Image.open(io.BytesIO(sample["jpg"])).convert("RGB")
+        im = Image.open(io.BytesIO(media(sample))).convert("RGB")
         box = draw_crop(im.height, im.width, aug, example_rng(0, 0, key, CROP_STREAM))
         h, w = fit(box.height, box.width, cfg)
         im = im.crop((box.left, box.top, box.left + box.width, box.top + box.height))
@@ -394,12 +412,71 @@ def measure_rss(urls: list[str]) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+#: the sets, and the formats their photos are encoded in
+SETS = {"mixed": ("JPEG",), "large": ("JPEG",), "upscaled": ("JPEG",), "png-webp": ("PNG", "WEBP")}
+
+
+def measure_set(tmp: str, name: str, images: list[np.ndarray], n: int, repeat: int) -> dict:
+    """Every pipeline on one set, interleaved, best of ``repeat``: images/s by row, and shares."""
+    d = os.path.join(tmp, name)
+    os.makedirs(d)
+    urls = write_set(d, images, n, name, SETS[name])
+    run_naive(urls[:1])  # warm caches and imports
+    run_patchpack(urls[:1])
+    run_patchpack(urls[:1], resize="pillow")
+    data = shard_bytes(urls)
+    run_limit(data[:4])
+    best: dict[str, float] = {}
+    peers: dict[str, str] = {}
+
+    def keep(label: str, seconds: float) -> None:
+        best[label] = min(best.get(label, float("inf")), seconds)
+
+    for _ in range(repeat):  # interleaved, best of: the machine may be shared
+        keep("naive", run_naive(urls)[1])
+        keep("patchpack", run_patchpack(urls)[1])
+        keep("patchpack-pillow", run_patchpack(urls, resize="pillow")[1])
+        keep("limit", run_limit(data)[1])
+        for label, run in (("siglip2 image processor (Pillow backend)", run_siglip2),
+                           ("qwen2-vl image processor", run_qwen2vl)):
+            res = run(urls)
+            if isinstance(res, str):
+                peers[label] = res
+            else:
+                keep(label, res[1])
+    _, total, packing = run_patchpack(urls, timers=True)
+    return {"rate": {k: n / v for k, v in best.items()}, "peers": peers, "pack_share": packing / total}
+
+
+def print_set(name: str, res: dict, n: int, repeat: int) -> None:
+    rate, naive = res["rate"], res["rate"]["naive"]
+    ours, limit = rate["patchpack"], rate["limit"]
+    print(f"\n[{name}: {'/'.join(SETS[name])}] {n} images, best of {repeat}")
+    print(f"  naive Pillow (full decode, resize, patchify)   {naive:8.1f} img/s   1.00x")
+    print(f"  patchpack (probe, pack, draft decode, collate) {ours:8.1f} img/s   {ours / naive:.2f}x   "
+          f"({limit / ours:.2f}x the limit's time per image; goal <= 1.30x)")
+    print(f"  patchpack, image__resize='pillow'              {rate['patchpack-pillow']:8.1f} img/s   "
+          f"{rate['patchpack-pillow'] / naive:.2f}x   ({limit / rate['patchpack-pillow']:.2f}x the limit's time)")
+    for label in ("siglip2 image processor (Pillow backend)", "qwen2-vl image processor"):
+        if label in res["peers"]:
+            print(f"  {label:<46} {res['peers'][label]}")
+        else:
+            print(f"  {label:<46} {rate[label]:8.1f} img/s   {rate[label] / naive:.2f}x   "
+                  f"(patchpack {ours / rate[label]:.2f}x it)")
+    what = "Pillow draft() decode only" if SETS[name] == ("JPEG",) else "Pillow decode only (no DCT scale)"
+    print(f"  limit: {what:<39} {limit:8.1f} img/s   {limit / naive:.2f}x   "
+          f"(decode is {100 * ours / limit:.0f}% of patchpack's time)")
+    print(f"  packing + collation share of patchpack time    {100 * res['pack_share']:.1f}%")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=160, help="images per set (default 160)")
     ap.add_argument("--repeat", type=int, default=3, help="timed runs per pipeline, best kept (default 3)")
     ap.add_argument("--quick", action="store_true", help="fewer images, for a smoke run")
+    ap.add_argument("--sets", default=",".join(SETS), help=f"comma-separated sets to run (default {','.join(SETS)})")
     ap.add_argument("--no-threads", action="store_true", help="skip the decode_threads comparison")
+    ap.add_argument("--no-extras", action="store_true", help="skip the augmentation, threads and RSS rows")
     ap.add_argument("--rss-child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--threads-child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -418,63 +495,31 @@ def main() -> None:
         args.repeat = 1
     sets = photos()
     sets["upscaled"] = upscaled(sets["mixed"])
-    print(f"one core, p={P}, budget {BUDGET} patches, L={SEQ_LEN}; JPEG q90 photos from skimage.data")
+    sets["png-webp"] = sets["mixed"]
+    print(f"one core, p={P}, budget {BUDGET} patches, L={SEQ_LEN}; q90 photos from skimage.data")
     print("large set: retina 1411x1411, 8 rotations/flips (shipped photo, not upscaled)")
     print("upscaled set: every mixed photo upscaled to a long side of 1500, 2200, 3000 px")
     with tempfile.TemporaryDirectory() as tmp:
-        results = {}
-        for name in ("mixed", "large", "upscaled"):
-            d = os.path.join(tmp, name)
-            os.makedirs(d)
-            urls = write_set(d, sets[name], n, name)
-            run_naive(urls[:1])  # warm caches and imports
-            run_patchpack(urls[:1])
-            data = shard_bytes(urls)
-            run_limit(data[:4])
-            tn = tpp = tl = tsig = tqw = float("inf")
-            sig = qw = None
-            for _ in range(args.repeat):  # interleaved, best of: the machine may be shared
-                nn, t = run_naive(urls)
-                tn = min(tn, t)
-                npp, t, _ = run_patchpack(urls)
-                tpp = min(tpp, t)
-                nl, t = run_limit(data)
-                tl = min(tl, t)
-                sig = run_siglip2(urls)
-                if not isinstance(sig, str):
-                    tsig = min(tsig, sig[1])
-                qw = run_qwen2vl(urls)
-                if not isinstance(qw, str):
-                    tqw = min(tqw, qw[1])
-            _, tpp2, tpack = run_patchpack(urls, timers=True)
-            assert nn == npp == nl == n, (nn, npp, nl, n)
-            peers = {"siglip2 image processor (Pillow backend)": sig if isinstance(sig, str) else n / tsig,
-                     f"qwen2-vl image processor ({qw[2] if not isinstance(qw, str) else ''})":
-                         qw if isinstance(qw, str) else n / tqw}
-            results[name] = (nn / tn, npp / tpp, n / tl, tpack / tpp2, peers)
-        for name, (naive, ours, limit, pack_share, peers) in results.items():
-            print(f"\n[{name}] {n} images, best of {args.repeat}")
-            print(f"  naive Pillow (full decode, resize, patchify)   {naive:8.1f} img/s   1.00x")
-            print(f"  patchpack (probe, pack, draft decode, collate) {ours:8.1f} img/s   {ours / naive:.2f}x")
-            for label, v in peers.items():
-                if isinstance(v, str):
-                    print(f"  {label:<46} {v}")
-                else:
-                    print(f"  {label:<46} {v:8.1f} img/s   {v / naive:.2f}x   (patchpack {ours / v:.2f}x it)")
-            print(f"  limit: Pillow draft() decode only            {limit:8.1f} img/s   {limit / naive:.2f}x   "
-                  f"(patchpack {limit / ours:.2f}x its time per image; goal <= 1.30x)")
-            print(f"  packing + collation share of patchpack time    {100 * pack_share:.1f}%")
-        for name in ("mixed", "large"):
-            augment_row(tmp, name, sets[name], n, args.repeat)
-        if not args.no_threads and len(all_cores) >= 2:
-            threads_row(tmp, sets["mixed"] + sets["upscaled"], 2 * n, args.repeat, all_cores)
-        d = os.path.join(tmp, "rss")
-        os.makedirs(d)
-        short = write_set(d, sets["mixed"], n, "short")
-        long_ = write_set(d, sets["mixed"], 10 * n, "long")
-        a, b = measure_rss(short), measure_rss(long_)
-        print(f"\npeak RSS: {a['images']} images {a['maxrss_mb']:.0f} MB, {b['images']} images "
-              f"{b['maxrss_mb']:.0f} MB  (ratio {b['maxrss_mb'] / a['maxrss_mb']:.2f}x for a 10x longer stream)")
+        for name in args.sets.split(","):
+            print_set(name, measure_set(tmp, name, sets[name], n, args.repeat), n, args.repeat)
+        if args.no_extras:
+            return
+        extras(tmp, sets, n, args, all_cores)
+
+
+def extras(tmp: str, sets: dict, n: int, args: argparse.Namespace, all_cores: list[int]) -> None:
+    """The augmentation rows, decode threads against workers, and peak RSS of a 10x longer stream."""
+    for name in ("mixed", "large"):
+        augment_row(tmp, name, sets[name], n, args.repeat)
+    if not args.no_threads and len(all_cores) >= 2:
+        threads_row(tmp, sets["mixed"] + sets["upscaled"], 2 * n, args.repeat, all_cores)
+    d = os.path.join(tmp, "rss")
+    os.makedirs(d)
+    short = write_set(d, sets["mixed"], n, "short")
+    long_ = write_set(d, sets["mixed"], 10 * n, "long")
+    a, b = measure_rss(short), measure_rss(long_)
+    print(f"\npeak RSS: {a['images']} images {a['maxrss_mb']:.0f} MB, {b['images']} images "
+          f"{b['maxrss_mb']:.0f} MB  (ratio {b['maxrss_mb'] / a['maxrss_mb']:.2f}x for a 10x longer stream)")
 
 
 if __name__ == "__main__":
