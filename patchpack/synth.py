@@ -320,6 +320,20 @@ def _sample(kind: str, i: int, name: str, label: int, seed: int, cfg: SynthConfi
     return {"__key__": key, ext: data, "cls": label, "json": json.dumps(meta), "txt": text}
 
 
+def _image_classes(classes: int | Sequence[str] | None) -> list[str]:
+    """The image classes ``make_dataset`` is asked for (all, the first ``n``, or named ones)."""
+    if classes is None:
+        return list(IMAGE_CLASSES)
+    if isinstance(classes, int):
+        if not 1 <= classes <= len(IMAGE_CLASSES):
+            raise ValueError(f"classes must be in 1..{len(IMAGE_CLASSES)}")
+        return list(IMAGE_CLASSES[:classes])
+    unknown = set(classes) - set(IMAGE_CLASSES)
+    if unknown:
+        raise ValueError(f"unknown image classes {sorted(unknown)}; choose from {IMAGE_CLASSES}")
+    return list(classes)
+
+
 def make_dataset(
     out_dir: str | Path,
     n_images: int = 2000,
@@ -348,17 +362,7 @@ def make_dataset(
         "class_names": [...], "num_classes": n}``; ids index ``class_names``.
     """
     cfg = config or SynthConfig()
-    if classes is None:
-        image_classes = list(IMAGE_CLASSES)
-    elif isinstance(classes, int):
-        if not 1 <= classes <= len(IMAGE_CLASSES):
-            raise ValueError(f"classes must be in 1..{len(IMAGE_CLASSES)}")
-        image_classes = list(IMAGE_CLASSES[:classes])
-    else:
-        image_classes = list(classes)
-        unknown = set(image_classes) - set(IMAGE_CLASSES)
-        if unknown:
-            raise ValueError(f"unknown image classes {sorted(unknown)}; choose from {IMAGE_CLASSES}")
+    image_classes = _image_classes(classes)
     if n_images < 0 or n_videos < 0 or shard_size < 1:
         raise ValueError("n_images and n_videos must be >= 0 and shard_size >= 1")
     class_names = image_classes + (list(VIDEO_CLASSES) if n_videos else [])

@@ -152,6 +152,39 @@ class PackedBatch(Mapping):
     __hash__ = None  # type: ignore[assignment]
 
 
+def _token_buffers(b: int, seq_len: int, token_dim: int, pin: bool):
+    """Uninitialised ``patches`` uint8 ``[B, L, D]`` and ``positions`` int32 ``[B, L, 3]`` as
+    (numpy view, tensor) pairs; in pinned memory with ``pin``."""
+    if pin:
+        patches_t = torch.empty((b, seq_len, token_dim), dtype=torch.uint8, pin_memory=True)
+        positions_t = torch.empty((b, seq_len, 3), dtype=torch.int32, pin_memory=True)
+        return (patches_t.numpy(), patches_t), (positions_t.numpy(), positions_t)
+    patches, positions = np.empty((b, seq_len, token_dim), np.uint8), np.empty((b, seq_len, 3), np.int32)
+    return (patches, torch.from_numpy(patches)), (positions, torch.from_numpy(positions))
+
+
+def _lay_row(i: int, row: Sequence[Tokens], out_p: np.ndarray, out_q: np.ndarray, out_s: np.ndarray,
+             grids: np.ndarray, labels: np.ndarray) -> None:
+    """Copy one row's examples back to back into its slice of the batch; zero the padding."""
+    seq_len, token_dim = out_p.shape
+    offset = 0
+    for j, ex in enumerate(row):
+        src = ex.patches
+        end = offset + len(src)
+        if end > seq_len:
+            raise ValueError(f"row {i} holds more than seq_len={seq_len} tokens")
+        if src.shape[1] != token_dim:
+            raise ValueError(f"example {ex.key!r} has token width {src.shape[1]}, expected {token_dim}")
+        out_p[offset:end] = src
+        out_q[offset:end] = ex.positions
+        out_s[offset:end] = j + 1
+        grids[j] = ex.grid
+        labels[j] = ex.label
+        offset = end
+    out_p[offset:] = 0
+    out_q[offset:] = 0
+
+
 def collate(
     sequences: Sequence[Sequence[Tokens]],
     seq_len: int,
@@ -160,7 +193,8 @@ def collate(
     *,
     pin: bool = False,
 ) -> PackedBatch:
-    """Lay out packed sequences into a :class:`PackedBatch`.
+    """Lay out packed sequences into a :class:`PackedBatch`: one preallocated buffer per field,
+    tokens copied once straight into place, only the padding zeroed.
 
     Args:
         sequences: ``B`` rows, each a list of tokenized examples placed back to back.
@@ -173,58 +207,22 @@ def collate(
             accelerator; ``DataLoader(pin_memory=True)`` pins them afterwards instead).
     """
     b = len(sequences)
-    e = max_per_seq if max_per_seq is not None else max((len(s) for s in sequences), default=0)
-    e = max(1, e)
+    e = max(1, max_per_seq if max_per_seq is not None else max((len(s) for s in sequences), default=0))
     if token_dim is None:
         token_dim = next((ex.patches.shape[1] for s in sequences for ex in s), None)
         if token_dim is None:
             raise ValueError("cannot infer token_dim from a batch without examples")
-    # one preallocated buffer per field; tokens are copied once, straight into place, and only
-    # the padding is zeroed (``pin=True`` allocates the buffers in pinned memory)
-    if pin:
-        patches_t = torch.empty((b, seq_len, token_dim), dtype=torch.uint8, pin_memory=True)
-        positions_t = torch.empty((b, seq_len, 3), dtype=torch.int32, pin_memory=True)
-        patches, positions = patches_t.numpy(), positions_t.numpy()
-    else:
-        patches = np.empty((b, seq_len, token_dim), np.uint8)
-        positions = np.empty((b, seq_len, 3), np.int32)
-        patches_t, positions_t = torch.from_numpy(patches), torch.from_numpy(positions)
+    (patches, patches_t), (positions, positions_t) = _token_buffers(b, seq_len, token_dim, pin)
     segment_ids = np.zeros((b, seq_len), np.int32)
     grids = np.zeros((b, e, 3), np.int32)
     labels = np.full((b, e), -1, np.int64)
-    keys: list[list[str]] = []
     for i, row in enumerate(sequences):
         if len(row) > e:
             raise ValueError(f"row {i} has {len(row)} examples, more than max_per_seq={e}")
-        offset = 0
-        out_p, out_q, out_s = patches[i], positions[i], segment_ids[i]
-        for j, ex in enumerate(row):
-            src = ex.patches
-            n = len(src)
-            if offset + n > seq_len:
-                raise ValueError(f"row {i} holds more than seq_len={seq_len} tokens")
-            if src.shape[1] != token_dim:
-                raise ValueError(
-                    f"example {ex.key!r} has token width {src.shape[1]}, expected {token_dim}"
-                )
-            end = offset + n
-            out_p[offset:end] = src
-            out_q[offset:end] = ex.positions
-            out_s[offset:end] = j + 1
-            grids[i, j] = ex.grid
-            labels[i, j] = ex.label
-            offset = end
-        out_p[offset:] = 0
-        out_q[offset:] = 0
-        keys.append([ex.key for ex in row])
-    return PackedBatch(
-        patches=patches_t,
-        segment_ids=torch.from_numpy(segment_ids),
-        positions=positions_t,
-        grids=torch.from_numpy(grids),
-        labels=torch.from_numpy(labels),
-        sample_keys=keys,
-    )
+        _lay_row(i, row, patches[i], positions[i], segment_ids[i], grids[i], labels[i])
+    return PackedBatch(patches=patches_t, segment_ids=torch.from_numpy(segment_ids), positions=positions_t,
+                       grids=torch.from_numpy(grids), labels=torch.from_numpy(labels),
+                       sample_keys=[[ex.key for ex in row] for row in sequences])
 
 
 def cu_seqlens(segment_ids: torch.Tensor, padding: bool = True) -> tuple[torch.Tensor, int]:

@@ -245,8 +245,6 @@ def preprocess(
         PreprocessError: a source gave nothing or no example came through; the manifest is
             written with ``complete: false`` (and the error records) first.
     """
-    from tqdm.auto import tqdm
-
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}; expected one of {ENGINES}")
     cfg = config or PreprocessConfig()
@@ -262,68 +260,83 @@ def preprocess(
     out.mkdir(parents=True, exist_ok=True)
     with _lock(out):
         _clean_temporaries(out)
-        try:
-            old = read_manifest(out)
-        except ManifestError as exc:  # damaged: a run can only start afresh over it
-            if not overwrite:
-                raise ManifestError(f"{exc}; use another folder or overwrite=True (--overwrite)") from None
-            old = None
-        entries: dict[str, dict] = {}
-        if old is not None:
-            if old.get("format") != MANIFEST_FORMAT or old.get("config") != cfg.to_dict():
-                if not overwrite:
-                    raise ManifestError(
-                        f"{out / MANIFEST} was written with another configuration; "
-                        "use another folder or overwrite=True (--overwrite)"
-                    )
-            else:
-                wanted = set(urls)
-                entries = {e["input"]: e for e in old["shards"] if e["input"] in wanted and entry_ok(out, e, verify)}
-        index = {u: i for i, u in enumerate(urls)}
-        for e in entries.values():
-            e["index"] = index[e["input"]]
-        todo = [
-            {"url": u, "index": i, "out_dir": str(out), "config": cfg} for i, u in enumerate(urls) if u not in entries
-        ]
+        entries = _finished(out, cfg, urls, verify, overwrite)
+        todo = [{"url": u, "index": i, "out_dir": str(out), "config": cfg} for i, u in enumerate(urls)
+                if u not in entries]
         atomic_write_text(out / MANIFEST, json.dumps(_manifest(cfg, urls, entries, False), indent=1))
         run_engine: Callable[[list[dict], int], Iterator[dict]] = run_local if engine == "local" else run_ray
-        bar = tqdm(total=len(urls), initial=len(entries), unit="shard", disable=not progress, desc="preprocess")
-        done_examples = sum(e["examples"] for e in entries.values())
-        done_errors = sum(e["errors"] for e in entries.values())
-        unread: list[dict] = []  # sources that gave nothing: not finished, retried by a rerun
-        try:
-            for entry in run_engine(todo, workers) if todo else ():
-                if entry.get("unread") is not None:
-                    unread.append(entry)
-                    done_errors += entry["errors"]
-                    bar.update(1)
-                    continue
-                entries[entry["input"]] = entry
-                atomic_write_text(out / MANIFEST, json.dumps(_manifest(cfg, urls, entries, False), indent=1))
-                done_examples += entry["examples"]
-                done_errors += entry["errors"]
-                bar.update(1)
-                bar.set_postfix(examples=done_examples, errors=done_errors)
-        finally:
-            bar.close()
-        lines = []
-        for e in sorted([*entries.values(), *unread], key=lambda e: e["index"]):
-            lines.append((out / e["errors_file"]).read_text(encoding="utf-8"))
-        atomic_write_text(out / ERRORS_FILE, "".join(lines))
-        examples = sum(e["examples"] for e in entries.values())
-        complete = not unread and examples > 0
+        unread = _run(run_engine, todo, workers, entries, out, cfg, urls, progress)
+        atomic_write_text(out / ERRORS_FILE, "".join((out / e["errors_file"]).read_text(encoding="utf-8") for e in
+                                                     sorted([*entries.values(), *unread], key=lambda e: e["index"])))
+        complete = not unread and sum(e["examples"] for e in entries.values()) > 0
         manifest = _manifest(cfg, urls, entries, complete, unread, errors_file=True)
         atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=1))
+    _refuse_incomplete(manifest, unread, urls, out)
+    return manifest
+
+
+def _finished(out: Path, cfg: PreprocessConfig, urls: list[str], verify: bool, overwrite: bool) -> dict[str, dict]:
+    """The manifest entries of the shards an earlier run over ``out`` finished (to keep).
+
+    Raises:
+        ManifestError: the folder holds another run or a damaged manifest and ``overwrite`` is false.
+    """
+    try:
+        old = read_manifest(out)
+    except ManifestError as exc:  # damaged: a run can only start afresh over it
+        if not overwrite:
+            raise ManifestError(f"{exc}; use another folder or overwrite=True (--overwrite)") from None
+        return {}
+    if old is None:
+        return {}
+    if old.get("format") != MANIFEST_FORMAT or old.get("config") != cfg.to_dict():
+        if not overwrite:
+            raise ManifestError(f"{out / MANIFEST} was written with another configuration; "
+                                "use another folder or overwrite=True (--overwrite)")
+        return {}
+    wanted, index = set(urls), {u: i for i, u in enumerate(urls)}
+    entries = {e["input"]: e for e in old["shards"] if e["input"] in wanted and entry_ok(out, e, verify)}
+    for e in entries.values():
+        e["index"] = index[e["input"]]
+    return entries
+
+
+def _run(run_engine, todo: list[dict], workers: int, entries: dict[str, dict], out: Path, cfg: PreprocessConfig,
+         urls: list[str], progress: bool) -> list[dict]:
+    """Process ``todo`` with the engine, recording each finished shard in ``entries`` and the
+    manifest as it comes (a tqdm bar over input shards); returns the sources that gave nothing."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(urls), initial=len(entries), unit="shard", disable=not progress, desc="preprocess")
+    examples = sum(e["examples"] for e in entries.values())
+    errors = sum(e["errors"] for e in entries.values())
+    unread: list[dict] = []  # sources that gave nothing: not finished, retried by a rerun
+    try:
+        for entry in run_engine(todo, workers) if todo else ():
+            errors += entry["errors"]
+            if entry.get("unread") is not None:
+                unread.append(entry)
+            else:
+                entries[entry["input"]] = entry
+                atomic_write_text(out / MANIFEST, json.dumps(_manifest(cfg, urls, entries, False), indent=1))
+                examples += entry["examples"]
+            bar.update(1)
+            bar.set_postfix(examples=examples, errors=errors)
+    finally:
+        bar.close()
+    return unread
+
+
+def _refuse_incomplete(manifest: dict, unread: list[dict], urls: list[str], out: Path) -> None:
+    """Raise :class:`PreprocessError` for a run that is not complete (the manifest says so already)."""
     if unread:
         first = min(unread, key=lambda e: e["index"])
         raise PreprocessError(
             f"{len(unread)} of {len(urls)} input shard(s) gave nothing (first: {first['input']}: {first['unread']}); "
             f"the run is not complete: fix the source and run again (finished shards are kept)", manifest)
-    if not complete:
+    if not manifest["complete"]:
         t = manifest["totals"]
         kinds = ", ".join(f"{k}={v}" for k, v in manifest["error_kinds"].items()) or "none"
         raise PreprocessError(
             f"no example came through ({t['samples']} samples, {t['errors']} error records: {kinds}); "
             f"the run is not complete: the records are in {out / ERRORS_FILE}", manifest)
-    return manifest
-

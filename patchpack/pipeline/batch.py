@@ -17,9 +17,9 @@ from ..augment import TransformError
 from ..config import LoaderConfig
 from ..errors import ErrorRecord, SampleError
 from ..pack import PackedSequence
-from ..stats import PackStats
 from ..tokenize import Tokens
 from .admit import failed_record
+from .counters import StreamCounters
 from .held import Held
 from .info import StreamBatch, StreamInfo
 from .read import EpochEnd
@@ -54,14 +54,10 @@ class BatchStage:
                  materialize: bool = True) -> None:
         self.parent, self.configs, self.cfg = parent, list(configs), configs[0]
         self.worker, self.consumer, self.epoch, self.batches = worker, consumer, epoch, 0
-        self.source_of, self.names, self.materialize = source_of, list(source_names), materialize
+        self.materialize = materialize
+        self.counters = StreamCounters(self.cfg.errors == "raise", source_of, source_names, self.cfg.pack.seq_len)
         self.pool = DecodePool(self.cfg.decode_threads)
         self.rows: list[tuple[PackedSequence | StoredRow, list]] = []  # (row, its started jobs)
-        self._new_counters()
-
-    def _new_counters(self) -> None:
-        self.stats, self.errors = PackStats(), []
-        self.source_stats = [PackStats() for _ in self.names]
 
     def state_dict(self) -> dict:
         return {"batches": self.batches, "epoch": self.epoch, "parent": self.parent.state_dict()}
@@ -74,7 +70,7 @@ class BatchStage:
         size = self.cfg.batch_size
         for item in self.parent:
             if isinstance(item, ErrorRecord):
-                self.keep(item)
+                self.counters.keep(item)
             elif isinstance(item, EpochEnd):
                 self.epoch = item.epoch + 1
                 if item.last and self.rows:
@@ -85,18 +81,8 @@ class BatchStage:
                     yield self._batch()
         while self.rows:
             yield self._batch()
-        if self.errors or self.stats.errors or self.stats.sequences:
+        if self.counters.errors or self.counters.stats.errors or self.counters.stats.sequences:
             yield StreamBatch([], self._info(empty=True))
-
-    def keep(self, rec: ErrorRecord) -> None:
-        """Keep a record (with its source's stats), or raise it under ``errors="raise"``."""
-        if self.cfg.errors == "raise":
-            raise SampleError(rec.kind, rec.message, key=rec.key, shard=rec.shard, stage=rec.stage)
-        self.errors.append(rec)
-        self.stats.add_error(rec)
-        k = self.source_of(rec.shard) if self.names else None
-        if k is not None:
-            self.source_stats[k].add_error(rec)
 
     def _take(self, row: PackedSequence | StoredRow) -> None:
         jobs = []
@@ -131,34 +117,20 @@ class BatchStage:
             if isinstance(made, TransformError):
                 raise made
             if isinstance(made, Exception):
-                self.keep(made.record(held.key, held.shard) if isinstance(made, SampleError)
-                          else failed_record(held.key, held.shard, "decode", made))
+                self.counters.keep(made.record(held.key, held.shard) if isinstance(made, SampleError)
+                                   else failed_record(held.key, held.shard, "decode", made))
                 continue
             toks.append(made)
             arrivals.append(arrival)
-            self._count(held, len(made))
-        self.stats.add_sequence(PackedSequence([t.key for t in toks], [len(t) for t in toks], arrivals,
-                                               seq.emitted_at), self.cfg.pack.seq_len)
+            self.counters.example(held, len(made))
+        self.counters.sequence(toks, arrivals, seq.emitted_at)
         return toks
 
-    def _count(self, held: Held, kept: int) -> None:
-        plan = held.plan
-        self.stats.add_example(plan.tokens, kept, plan.grid, plan.source_size)
-        if self.names:
-            st = self.source_stats[held.source]
-            st.add_example(plan.tokens, kept, plan.grid, plan.source_size)
-            st.examples += 1
-            st.tokens += kept
-
     def _stored(self, row: StoredRow) -> list[Tokens]:
-        for t in row:
-            self.stats.add_example(int(t.meta.get("source_tokens", len(t))), len(t), t.grid, t.meta.get("source_size"))
-        self.stats.add_sequence(PackedSequence([t.key for t in row], [len(t) for t in row], [0] * len(row), 0),
-                                self.cfg.pack.seq_len)
+        self.counters.stored_row(row)
         return list(row)
 
     def _info(self, empty: bool = False) -> StreamInfo:
-        info = StreamInfo(self.worker, self.consumer, self.epoch, self.batches - (0 if empty else 1), self.stats,
-                          self.errors, self.state_dict(), empty, dict(zip(self.names, self.source_stats)))
-        self._new_counters()
-        return info
+        stats, errors, sources = self.counters.take()
+        return StreamInfo(self.worker, self.consumer, self.epoch, self.batches - (0 if empty else 1), stats, errors,
+                          self.state_dict(), empty, sources)
