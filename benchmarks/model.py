@@ -9,11 +9,13 @@ Every figure is a ratio against a baseline measured in the same run.
    padded; the baseline), ``navit-nextfit`` (arrival-order grouping), ``navit-packed``
    (the streaming BFD packer). Real (non-padding) tokens/s and images/s.
 2. **TokenLearner vs none** (K=8 after half of the blocks) on *uniform* rows (every
-   example 8 x 8 patches) and *mixed* rows (each row: a few large examples of
-   12..16 patches a side and small ones of 3..4 up to ``max_per_seq = L / 32``). FLOPs per training step
+   example 8 x 8 patches), *mixed* rows (each row: a few large examples of 12..16
+   patches a side and small ones of 3..4 up to ``max_per_seq = L / 32``) and batches of a
+   real packed stream (BFD packer, ``max_per_seq`` 16 and 32). FLOPs per training step
    include attention (block-diagonal work only, counted analytically; see
-   :mod:`patchpack.model.flops`); the learned sequence's padding is reported for
-   these rows and for rows of a packed stream.
+   :mod:`patchpack.model.flops`). The learned sequence's padding is reported for the
+   static layout (``K * max_per_seq`` places per row) and the default per-batch layout
+   (goal <= 10% on the stream), and time saving / FLOP saving (goal >= 0.8).
 3. **Peak memory** of one training step at ``B=8, L=4096`` (examples of 16..256
    tokens), each configuration in a fresh process (peak RSS over the resident size before the step): the
    linear-memory ``window`` attention against the dense ``sdpa`` mask.
@@ -39,7 +41,7 @@ import torch
 from patchpack.fit import FitConfig, fit_grid
 from patchpack.loader.batch import collate
 from patchpack.model import NaViT, NaViTConfig, TokenLearnerConfig, train_flops
-from patchpack.model.tokenlearner import learned_layout
+from patchpack.model.learned_layout import learned_layout, slots_for
 from patchpack.pack import PackConfig, make_packer
 from patchpack.tokenize import Tokens, grid_positions
 
@@ -75,13 +77,14 @@ def batches_of(rows, grids, batch: int, seq_len: int, e: int, limit: int):
     rng = np.random.default_rng(1)
     out = []
     for s in range(0, min(len(rows), limit * batch) - batch + 1, batch):
-        out.append(collate([[_tokens(h, grids[h], rng) for h in r] for r in rows[s : s + batch]], seq_len, e))
+        b = collate([[_tokens(h, grids[h], rng) for h in r] for r in rows[s : s + batch]], seq_len, e)
+        out.append((b, b.num_tokens))
     return out
 
 
 def square_batches(grids, batch: int, seq_len: int, limit: int):
     """Each image shrunk into the square budget grid (aspect kept) and padded with zero pixels,
-    which a plain ViT attends like any other token."""
+    which a plain ViT attends like any other token: ``[(batch, real tokens)]``."""
     side = math.isqrt(BUDGET)
     per_step = batch * seq_len // BUDGET
     rng = np.random.default_rng(2)
@@ -97,9 +100,7 @@ def square_batches(grids, batch: int, seq_len: int, limit: int):
             canvas[t.positions[:, 1], t.positions[:, 2]] = t.patches
             rows.append([Tokens(t.key, canvas.reshape(BUDGET, -1), grid_positions(1, side, side), (1, side, side),
                                 t.label)])
-        b = collate(rows, BUDGET, 1)
-        b.info["real_tokens"] = real
-        out.append(b)
+        out.append((collate(rows, BUDGET, 1), real))
         if len(out) >= limit:
             break
     return out
@@ -145,10 +146,11 @@ def packed_vs_padded(args) -> None:
           f"attention auto (examples <= {BUDGET} tokens) ==")
     print(f"{'strategy':<15} {'img/step':>8} {'pad':>6} {'img/s':>9} {'tok/s':>9} {'img/s vs vit':>13} {'tok/s vs vit':>13}")
     base = None
-    for name, bs in sets.items():
+    for name, pairs in sets.items():
+        bs = [x for x, _ in pairs]
         dt = time_training(make_model(args, bound=BUDGET), bs[: args.steps + 2], args.steps)
         per_step = float(np.mean([int((x.labels >= 0).sum()) for x in bs]))
-        real = float(np.mean([x.info.get("real_tokens", x.num_tokens) for x in bs]))
+        real = float(np.mean([n for _, n in pairs]))
         pad = 1 - real / (bs[0].batch_size * bs[0].seq_len)
         r = (per_step / dt, real / dt)
         base = base or r
@@ -179,9 +181,43 @@ def mixed_rows(b: int, l: int, rng, large: int, e: int) -> tuple[list, int]:
     return rows, e
 
 
-def learned_padding(batch, k: int, e: int) -> float:
-    lay = learned_layout(batch.segment_ids, batch.positions, batch.grids, k, 1, k * e)
-    return float((lay.segment_ids == 0).float().mean())
+def learned_padding(batch, k: int, slots: int | None = None) -> float:
+    """Padding share of the learned sequence: per batch (``slots=None``, the default layout) or static."""
+    b = batch.batch_size
+    r = slots or slots_for(batch.num_examples, b)
+    lay = learned_layout(batch.segment_ids, batch.positions, batch.grids, num_tokens=k, frames=1, slots=r)
+    return float(lay.padding_fraction)
+
+
+def tl_row(name: str, batches, args, k: int) -> dict:
+    """FLOPs and fastest step time with and without TokenLearner over ``batches`` (per-batch learned layout)."""
+    tl = TokenLearnerConfig(num_tokens=k)
+    plain, learned = make_model(args, bound=256), make_model(args, tl, bound=256)
+    f0 = np.mean([train_flops(plain, b)["total"] for b in batches])
+    f1 = np.mean([train_flops(learned, b)["total"] for b in batches])
+    t0, t1 = time_training(plain, batches, args.steps), time_training(learned, batches, args.steps)
+    fs, ts = 1 - f1 / f0, 1 - t1 / t0
+    b0 = batches[0]
+    return {"name": name, "ex": float(np.mean([b.num_examples / b.batch_size for b in batches])),
+            "tok_pad": float(np.mean([b.padding_fraction for b in batches])),
+            "static": float(np.mean([learned_padding(b, k, b.max_per_seq) for b in batches])),
+            "learned": float(np.mean([learned_padding(b, k) for b in batches])), "e": b0.max_per_seq,
+            "f0": f0, "f1": f1, "fs": fs, "t0": t0, "t1": t1, "ts": ts}
+
+
+def print_tl_rows(rows: list[dict]) -> None:
+    print(f"{'rows':<12} {'ex/row':>6} {'tok pad':>7} {'lrn pad K*E':>11} {'lrn pad':>7} {'GFLOP none':>10} "
+          f"{'GFLOP TL':>9} {'FLOP saved':>10} {'ms none':>8} {'ms TL':>7} {'time saved':>10} {'time/FLOP':>9}")
+    for r in rows:
+        print(f"{r['name']:<12} {r['ex']:>6.1f} {r['tok_pad']:>7.1%} {r['static']:>11.1%} {r['learned']:>7.1%} "
+              f"{r['f0'] / 1e9:>10.2f} {r['f1'] / 1e9:>9.2f} {r['fs']:>10.1%} {r['t0'] * 1e3:>8.0f} "
+              f"{r['t1'] * 1e3:>7.0f} {r['ts']:>10.1%} {r['ts'] / r['fs']:>9.2f}")
+
+
+def stream_sizes(n: int, rng) -> list[tuple[int, int]]:
+    """A real packed stream's example sizes: 12% large (12..16 patches a side), the rest 2..5."""
+    return [(int(s), int(s)) if rng.random() < 0.12 else (int(t), int(t)) for s, t in
+            zip(rng.integers(12, 17, n), rng.integers(2, 6, n))]
 
 
 def token_learner_savings(args) -> None:
@@ -189,30 +225,26 @@ def token_learner_savings(args) -> None:
     rng = np.random.default_rng(3)
     kinds = {"uniform": uniform_rows(b, l, rng), "mixed": mixed_rows(b, l, rng, max(1, l // 512), l // 32)}
     print(f"\n== TokenLearner (K={k} after {args.depth // 2} of {args.depth} blocks) vs none: {b} x {l} tokens, "
-          f"learned length K * max_per_seq per row, attention auto (examples <= 256 tokens) ==")
-    print(f"{'rows':<8} {'ex/row':>6} {'tok pad':>7} {'learned':>8} {'lrn pad':>7} {'GFLOP none':>10} {'GFLOP TL':>9} "
-          f"{'FLOP saved':>10} {'ms none':>8} {'ms TL':>7} {'time saved':>10} {'time/FLOP':>9}")
-    for name, (rows, e) in kinds.items():
-        batch = collate(rows, l, e)
-        batches = [batch] * 3
-        tl = TokenLearnerConfig(num_tokens=k)
-        plain, learned = make_model(args, bound=256), make_model(args, tl, bound=256)
-        f0, f1 = train_flops(plain, batch)["total"], train_flops(learned, batch)["total"]
-        t0, t1 = time_training(plain, batches, args.steps), time_training(learned, batches, args.steps)
-        fs, ts = 1 - f1 / f0, 1 - t1 / t0
-        ex = float((batch.labels >= 0).sum(1).float().mean())
-        print(f"{name:<8} {ex:>6.1f} {batch.padding_fraction:>7.1%} {k * e:>8} {learned_padding(batch, k, e):>7.1%} "
-              f"{f0 / 1e9:>10.2f} {f1 / 1e9:>9.2f} {fs:>10.1%} {t0 * 1e3:>8.0f} {t1 * 1e3:>7.0f} {ts:>10.1%} "
-              f"{ts / fs:>9.2f}")
-    # the same learned layout over rows of a realistic packed stream (mixed sizes, BFD, max_per_seq caps)
-    sizes = [(int(s), int(s)) if rng.random() < 0.12 else (int(t), int(t)) for s, t in
-             zip(rng.integers(12, 17, 3000), rng.integers(2, 6, 3000))]
+          f"attention auto (examples <= 256 tokens); learned padding with K * max_per_seq places per row "
+          f"('K*E', the static layout) and with the per-batch layout (default) ==")
+    print_tl_rows([tl_row(name, [collate(rows, l, e)] * 3, args, k) for name, (rows, e) in kinds.items()])
+    # rows of a realistic packed stream (mixed sizes, BFD, max_per_seq caps), several distinct batches
+    sizes = stream_sizes(3000, rng)
+    stream = []
     for e in (16, 32):
-        prow = pack_rows(sizes, l, e)[:64]
-        counts = np.array([len(r) for r in prow])
-        tok = np.array([sum(sizes[h][0] * sizes[h][1] for h in r) for r in prow])
-        print(f"  packed stream, max_per_seq={e}: {counts.mean():.1f} examples/row, token padding "
-              f"{1 - tok.mean() / l:.1%}, learned padding {1 - counts.mean() / e:.1%}")
+        prow = pack_rows(sizes, l, e)
+        prow = prow[len(prow) // 4 :]  # the steady state: past the packer's first, fullest rows
+        nb = 2 if args.quick else 4
+        batches = [collate([[_tokens(h, sizes[h], rng) for h in r] for r in prow[i * b : (i + 1) * b]], l, e)
+                   for i in range(nb)]
+        stream.append(tl_row(f"stream E={e}", batches, args, k))
+    print(f"\n== the same on a real packed stream ({b} x {l}; goals: learned padding <= 10%, time/FLOP >= 0.8) ==")
+    print_tl_rows(stream)
+    for r in stream:
+        ok = r["learned"] <= 0.10 and r["ts"] / r["fs"] >= 0.8
+        print(f"  max_per_seq={r['e']}: learned padding {r['static']:.1%} -> {r['learned']:.1%}; TokenLearner saves "
+              f"{r['fs']:.1%} of FLOPs and {r['ts']:.1%} of step time, time saving / FLOP saving "
+              f"{r['ts'] / r['fs']:.2f} ({'goals met' if ok else 'goal missed'})")
 
 
 PROBE = r"""

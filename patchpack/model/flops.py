@@ -9,7 +9,8 @@ adds attention analytically from each attention call's segment layout:
   row (``Q K^T`` and ``P V``, 2 FLOPs per multiply-add), times 3 for forward +
   backward. Padding and cross-example pairs are not counted.
 * ``executed``: what the kernel computes including masked-out pairs: ``B * L^2``
-  pairs for dense ``sdpa``, ``B * L_pad * W`` for ``window``.
+  pairs for dense ``sdpa`` (and, as an upper bound, ``flex``), ``B * L_pad * W`` for
+  ``window``, the segments' own blocks (padding included) for ``varlen``.
 
 The ``math`` backend runs plain matmuls that ``FlopCounterMode`` already counts
 (densely), so nothing is added for it.
@@ -23,9 +24,9 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from . import attention as _attention
+from .attention import observe_attention
 
-__all__ = ["attention_flops", "train_flops"]
+__all__ = ["attention_flops", "train_flops", "mfu", "H100_BF16_PEAK_FLOPS"]
 
 
 def attention_flops(segment_ids: torch.Tensor, heads: int, head_dim: int, backend: str = "sdpa",
@@ -39,13 +40,16 @@ def attention_flops(segment_ids: torch.Tensor, heads: int, head_dim: int, backen
     seg = segment_ids.detach().cpu().numpy().astype(np.int64)
     b, l = seg.shape
     per_pair = 4 * heads * head_dim
-    useful = 0
+    useful = every = 0
     for row in seg:
-        counts = np.bincount(row[row > 0])
-        useful += int((counts.astype(np.int64) ** 2).sum())
+        counts = np.bincount(row).astype(np.int64)  # bin 0: the row's padding, a segment of its own
+        useful += int((counts[1:] ** 2).sum())
+        every += int((counts**2).sum())
     if backend == "window" and window is not None:
         c, w = window
         executed = b * (-(-l // c) * c) * w
+    elif backend == "varlen":
+        executed = every  # only the segments' own blocks (padding attends to padding)
     else:
         executed = b * l * l
     return {"useful": useful * per_pair, "executed": executed * per_pair}
@@ -67,15 +71,10 @@ def train_flops(model: torch.nn.Module, batch: Any, loss: Callable | None = None
         calls.append((mask.segment_ids, mask, q.shape[1], q.shape[3]))
 
     loss = loss or getattr(model, "loss")
-    _attention._observers.append(observe)
-    try:
-        with FlopCounterMode(display=False) as fc:
+    with FlopCounterMode(display=False) as fc:
+        with observe_attention(observe):
             value = loss(model(batch), batch.labels)
-            _attention._observers.remove(observe)  # recomputation in backward is not new attention
-            value.backward()
-    finally:
-        if observe in _attention._observers:
-            _attention._observers.remove(observe)
+        value.backward()  # outside the observer: recomputation in backward is not new attention
     model.zero_grad(set_to_none=True)
     useful = executed = 0
     for seg, mask, h, dh in calls:
@@ -90,3 +89,13 @@ def train_flops(model: torch.nn.Module, batch: Any, loss: Callable | None = None
         executed += 3 * f["executed"]
     dense = int(fc.get_total_flops())
     return {"total": dense + useful, "dense": dense, "attention": useful, "attention_executed": executed}
+
+
+#: NVIDIA H100 SXM dense bf16 tensor-core peak (no sparsity), FLOP/s.
+H100_BF16_PEAK_FLOPS = 989e12
+
+
+def mfu(flops_per_step: float, seconds_per_step: float, peak_flops: float = H100_BF16_PEAK_FLOPS) -> float:
+    """Model FLOPs utilisation: ``flops_per_step / seconds_per_step / peak_flops`` (count only useful
+    FLOPs, e.g. :func:`train_flops`'s ``total``)."""
+    return float(flops_per_step) / max(float(seconds_per_step), 1e-12) / float(peak_flops)

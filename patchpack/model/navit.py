@@ -6,7 +6,7 @@ uint8 ``patches [B, L, D]`` (normalised here, on the device), ``segment_ids [B, 
 one row per example slot; empty slots get zero logits (never NaN) and are
 ignored by :meth:`NaViT.loss` (label -1).
 
-Flow: normalise -> linear patch embedding + factorised positional embedding ->
+Flow (§2.1): normalise -> linear patch embedding + positional embedding (:mod:`.posemb`) ->
 pre-norm transformer blocks with attention masked to each example's segment ->
 (TokenLearner after ``at_layer`` blocks; TokenFuser per block or once, see
 :class:`TokenLearnerConfig`) -> per-slot pooling (masked mean or MAP head) ->
@@ -15,8 +15,10 @@ LayerNorm + linear head.
 Each attention mask is built once per forward (one for the input layout, one
 for the learned layout) and shared by all blocks and learners. The residual
 stream stays float32 under bf16 autocast (every branch is added back in fp32).
-The forward reads no tensor on the host: shapes come from the batch's static
-sizes and the config, and broken contracts (an example longer than
+The forward reads no tensor on the host (with a TokenLearner and
+``learned_slots=None``, exactly one integer: the batch's example count, see
+:mod:`.learned_layout`): shapes come from the batch's static sizes and the config,
+and broken contracts (an example longer than
 ``max_example_tokens``, a position outside the tables, more time steps than
 ``token_learner.max_frames``) fail through device-side checks.
 
@@ -27,6 +29,7 @@ the model itself has no stochastic layers unless ``dropout > 0``, which
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -35,12 +38,16 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from .attention import SegmentMask, attend, build_mask
+from .attention import BACKENDS, AttentionRequest, SegmentMask, attend, build_mask, explain_backend
 from .heads import MAPHead, masked_mean
-from .posemb import FactorizedPosEmb, PosEmbConfig, token_grid_sizes
+from .learned_layout import HostInt, slots_for
+from .posemb import PosEmb, PosEmbConfig, token_grid_sizes
+from .segments import real_slots
 from .tokenlearner import TokenFuser, TokenLearner, TokenLearnerConfig
 
-__all__ = ["NaViTConfig", "NaViT", "POOLS"]
+log = logging.getLogger("patchpack.model")
+
+__all__ = ["NaViTConfig", "NaViT", "Block", "POOLS"]
 
 POOLS = ("mean", "map", "attention")
 _IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
@@ -59,13 +66,15 @@ class NaViTConfig:
         depth: transformer blocks.
         heads: attention heads (``dim`` must divide evenly).
         mlp_ratio: MLP hidden width / ``dim``.
-        num_classes: classifier outputs.
+        num_classes: classifier outputs; 0: no classifier (``forward`` returns the normalised
+            pooled features ``[B, E, dim]``, e.g. for an image tower).
         posemb: positional embedding (:class:`PosEmbConfig`).
         pool: ``"mean"`` (masked mean per slot) or ``"map"`` (multihead attention
             pooling + LayerNorm + MLP, as NaViT/SigLIP; ``"attention"`` is an alias).
         qk_norm: LayerNorm on queries and keys (NaViT uses it for stability).
         dropout: dropout on attention/MLP outputs (training only).
-        attention: attention backend, ``"auto"`` or one of ``attention.BACKENDS``.
+        attention: attention backend, ``"auto"`` or a name in :data:`~.backends.BACKENDS`
+            (which one runs and why: :meth:`NaViT.attention_backend`, logged at build).
         max_example_tokens: static bound on tokens per example (the loader's patch
             budget x time steps); lets ``"auto"`` pick the linear-memory ``window``
             backend on CPU. ``None``: no bound known (dense ``sdpa`` on CPU).
@@ -97,12 +106,16 @@ class NaViTConfig:
     pixel_std: tuple[float, ...] = _IMAGENET_STD
 
     def __post_init__(self) -> None:
+        if self.num_classes < 0:
+            raise ValueError(f"num_classes must be >= 0 (0: no classifier), got {self.num_classes}")
         if self.dim % self.heads:
             raise ValueError(f"dim={self.dim} is not divisible by heads={self.heads}")
         if self.pool not in POOLS:
             raise ValueError(f"unknown pool {self.pool!r}; expected one of {POOLS}")
         if len(self.pixel_mean) != self.channels or len(self.pixel_std) != self.channels:
             raise ValueError("pixel_mean and pixel_std need one value per channel")
+        if self.attention != "auto" and self.attention not in BACKENDS:
+            raise ValueError(BACKENDS.unknown(self.attention))
         if self.max_example_tokens is not None and self.max_example_tokens < 1:
             raise ValueError("max_example_tokens must be >= 1 (or None)")
         if isinstance(self.posemb, dict):
@@ -205,7 +218,7 @@ class NaViT(nn.Module):
         self.register_buffer("pixel_mean", torch.tensor(cfg.pixel_mean, dtype=torch.float32), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(cfg.pixel_std, dtype=torch.float32), persistent=False)
         self.embed = nn.Linear(cfg.token_dim, cfg.dim)
-        self.posemb = FactorizedPosEmb(cfg.dim, cfg.posemb)
+        self.posemb = PosEmb(cfg.dim, cfg.posemb)
         self.embed_norm = nn.LayerNorm(cfg.dim)
         self.blocks = nn.ModuleList(
             Block(cfg.dim, cfg.heads, cfg.mlp_ratio, cfg.qk_norm, cfg.dropout, cfg.save_memory) for _ in range(cfg.depth)
@@ -218,10 +231,12 @@ class NaViT(nn.Module):
         self.fusers = nn.ModuleList(TokenFuser(cfg.dim, tl) for _ in range(n_fusers))
         self.map_head = MAPHead(cfg.dim, cfg.heads, cfg.mlp_ratio) if cfg.pool in ("map", "attention") else None
         self.norm = nn.LayerNorm(cfg.dim)
-        self.head = nn.Linear(cfg.dim, cfg.num_classes)
+        self.head = nn.Linear(cfg.dim, cfg.num_classes) if cfg.num_classes else nn.Identity()
         self.apply(self._init)
         for f in self.fusers:  # the fuser's token mix starts at zero (official TokenFuser init)
             nn.init.zeros_(f.mix.weight)
+        self._explained: set = set()
+        log.info("NaViT built; %s", self._build_note())
 
     @staticmethod
     def _init(m: nn.Module) -> None:
@@ -231,6 +246,25 @@ class NaViT(nn.Module):
                 nn.init.zeros_(m.bias)
 
     # ------------------------------------------------------------------ pieces
+
+    def attention_backend(self, device: torch.device | str, dtype: torch.dtype = torch.float32,
+                          requires_grad: bool = True, length: int | None = None) -> tuple[str, str]:
+        """``(backend, reason)`` for the input rows on ``device`` (one line: which runs and why).
+
+        ``length=None`` (not known before a batch) assumes rows long enough for ``window``.
+        """
+        req = AttentionRequest(torch.device(device), dtype, requires_grad, self.cfg.dim // self.cfg.heads, length,
+                               self.cfg.max_example_tokens)
+        return explain_backend(self.cfg.attention, req)
+
+    def _build_note(self) -> str:
+        """The backend training would use on this machine's default device, or why it cannot train."""
+        cuda = torch.cuda.is_available()
+        device, dtype = ("cuda", torch.bfloat16) if cuda else ("cpu", torch.float32)
+        try:
+            return self.attention_backend(device, dtype)[1]
+        except ValueError as exc:
+            return f"{exc} (inference only)"
 
     def normalize(self, patches: torch.Tensor) -> torch.Tensor:
         """uint8 (or float 0..255) ``[B, L, D]`` -> float32 normalised, channels last inside a token."""
@@ -246,8 +280,58 @@ class NaViT(nn.Module):
         requires_grad = torch.is_grad_enabled() and (
             x.requires_grad or any(p.requires_grad for p in self.parameters())
         )
-        return build_mask(segment_ids, self.cfg.attention, max_segment_len=bound, num_slots=num_slots,
-                          dtype=dtype, requires_grad=requires_grad)
+        mask = build_mask(segment_ids, self.cfg.attention, max_segment_len=bound, num_slots=num_slots,
+                          dtype=dtype, requires_grad=requires_grad, head_dim=self.cfg.dim // self.cfg.heads)
+        if not torch.compiler.is_compiling() and mask.reason not in self._explained:  # each new choice once
+            self._explained.add(mask.reason)
+            log.info("NaViT %s", mask.reason)
+        return mask
+
+    def _embed(self, patches: torch.Tensor, positions: torch.Tensor, sizes: torch.Tensor) -> torch.Tensor:
+        embed = lambda p: self.embed(self.normalize(p))  # noqa: E731
+        if self.cfg.save_memory and torch.is_grad_enabled() and self.embed.weight.requires_grad:
+            # store the uint8 pixels, not their float32 normalisation (4x the bytes)
+            x = checkpoint(embed, patches, use_reentrant=False).float()
+        else:
+            x = embed(patches).float()
+        return self.embed_norm(x + self.posemb(positions, sizes)).float()
+
+    def _learned_slots(self, grids: torch.Tensor) -> HostInt | int:
+        """``learned_slots`` (static), or the batch's example count on its way to the host."""
+        tl = self.cfg.token_learner
+        if tl.learned_slots is not None:
+            return tl.learned_slots
+        return HostInt(real_slots(grids).sum())
+
+    def _learned(self, x, seg, positions, grids, mask, slots) -> tuple[torch.Tensor, Any]:
+        """Blocks from ``at_layer`` on with TokenLearner (+ TokenFuser): ``(x, layout or None)``;
+        the layout is returned when the tail ran on learned tokens (pool over it)."""
+        cfg, tl = self.cfg, self.cfg.token_learner
+        b, stop = seg.shape[0], cfg.learner_layer
+        r = slots if isinstance(slots, int) else slots_for(slots.value(), b)
+        layout = self.learners[0].layout(seg, positions, grids, r)
+        lmask = self._mask(layout.segment_ids, x, tl.num_tokens * tl.max_frames, r)
+        if tl.fuser == "per_block":  # learn -> block -> fuse, with a residual, at every block
+            for blk, learner, fuser in zip(self.blocks[stop:], self.learners, self.fusers):
+                x = x + fuser(blk(learner(x, layout), lmask), x, layout)
+            return x, None
+        y = self.learners[0](x, layout)
+        if tl.fuser == "none":
+            for blk in self.blocks[stop:]:
+                y = blk(y, lmask)
+            return y, layout
+        mid = min(cfg.depth, stop + tl.fuser_blocks)
+        for blk in self.blocks[stop:mid]:
+            y = blk(y, lmask)
+        x = x + self.fusers[0](y, x, layout)
+        for blk in self.blocks[mid:]:
+            x = blk(x, mask)
+        return x, None
+
+    def _pool(self, x: torch.Tensor, seg: torch.Tensor, num_slots: int) -> torch.Tensor:
+        if self.map_head is not None:
+            return self.map_head(x, seg, num_slots)
+        return masked_mean(x, seg, num_slots)
 
     def forward_features(
         self,
@@ -261,45 +345,19 @@ class NaViT(nn.Module):
         cfg = self.cfg
         seg = segment_ids.long()
         num_slots = grids.shape[1]
-        sizes = token_grid_sizes(grids, seg)
-        embed = lambda p: self.embed(self.normalize(p))  # noqa: E731
-        if cfg.save_memory and torch.is_grad_enabled() and self.embed.weight.requires_grad:
-            # store the uint8 pixels, not their float32 normalisation (4x the bytes)
-            x = checkpoint(embed, patches, use_reentrant=False).float()
-        else:
-            x = embed(patches).float()
-        x = x + self.posemb(positions, sizes)
-        x = self.embed_norm(x).float()
+        slots = self._learned_slots(grids) if self.learners else None  # started early, read late
+        x = self._embed(patches, positions, token_grid_sizes(grids, seg))
         mask = self._mask(seg, x, cfg.max_example_tokens, num_slots)
-        stop = cfg.learner_layer if self.learners else cfg.depth
-        for blk in self.blocks[:stop]:
+        for blk in self.blocks[: cfg.learner_layer if self.learners else cfg.depth]:
             x = blk(x, mask)
+        layout = None
         if self.learners:
-            tl = cfg.token_learner
-            layout = self.learners[0].layout(seg, positions, grids)
-            lmask = self._mask(layout.segment_ids, x, tl.num_tokens * tl.max_frames, num_slots)
-            if tl.fuser == "per_block":  # learn -> block -> fuse, with a residual, at every block
-                for blk, learner, fuser in zip(self.blocks[stop:], self.learners, self.fusers):
-                    y = blk(learner(x, seg, positions, grids, layout).x, lmask)
-                    x = x + fuser(y, x, layout.token_rank)
-            elif tl.fuser == "once":
-                mid = min(cfg.depth, stop + tl.fuser_blocks)
-                y = self.learners[0](x, seg, positions, grids, layout).x
-                for blk in self.blocks[stop:mid]:
-                    y = blk(y, lmask)
-                x = x + self.fusers[0](y, x, layout.token_rank)
-                for blk in self.blocks[mid:]:
-                    x = blk(x, mask)
-            else:
-                x = self.learners[0](x, seg, positions, grids, layout).x
-                for blk in self.blocks[stop:]:
-                    x = blk(x, lmask)
-                seg = layout.segment_ids
-        if self.map_head is not None:
-            pooled = self.map_head(x, seg, num_slots)
+            x, layout = self._learned(x, seg, positions, grids, mask, slots)
+        if layout is not None:
+            pooled = layout.to_slots(self._pool(x, layout.segment_ids, layout.slots))
         else:
-            pooled = masked_mean(x, seg, num_slots)
-        present = grids.prod(-1) > 0
+            pooled = self._pool(x, seg, num_slots)
+        present = real_slots(grids)
         return pooled * present[..., None], present
 
     def forward(
@@ -309,7 +367,8 @@ class NaViT(nn.Module):
         positions: torch.Tensor | None = None,
         grids: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Logits ``[B, E, num_classes]``; ``forward(batch)`` or ``forward(patches, segment_ids, positions, grids)``."""
+        """Logits ``[B, E, num_classes]`` (features ``[B, E, dim]`` when ``num_classes=0``); ``forward(batch)``
+        or ``forward(patches, segment_ids, positions, grids)``."""
         patches, segment_ids, positions, grids = _unpack(batch, segment_ids, positions, grids)
         pooled, present = self.forward_features(patches, segment_ids, positions, grids)
         logits = self.head(self.norm(pooled))

@@ -1,47 +1,50 @@
 """TokenLearner (arXiv 2106.11297) per example inside packed sequences, and TokenFuser.
 
-Each example (and, for video, each of its time steps: a *group*) is summarised
-into ``K`` learned tokens. An MLP on the layer-normalised tokens gives ``K``
-attention logits per token; the maps are normalised over **that group's own
-tokens** and each learned token is the map-weighted sum of the group's tokens.
-Nothing crosses examples.
+Each example (per time step for video: a *group*) is summarised into ``K`` learned
+tokens (§2.1, Eq. 1-2): ``z_i = A_i(X) = rho(X ⊙ gamma(alpha_i(X)))``, ``i = 1..K``, where
+``alpha_i`` is a spatial attention map over the group's tokens, ``gamma`` broadcasts it
+over channels and ``rho`` pools over space. Maps and pooling run over **the group's own
+tokens**; nothing crosses examples. Versions (``TokenLearnerConfig.version``), as the
+paper's code (scenic ``projects/token_learner``):
 
-* ``version="1.1"`` (default; the paper's recommended module): softmax over the
-  group's tokens, weighted sum.
-* ``version="1"``: sigmoid spatial attention with sum pooling, as the paper's
-  original module. Its 4-layer 3x3 conv stack is replaced by the same per-token
-  MLP as V1.1, because packed examples may have dropped tokens and no dense grid.
+* ``"1.0"``: ``alpha`` is a stack of four 3 x 3 convolutions (``K`` channels, no bias,
+  GELU between) over the layer-normalised spatial map, then a sigmoid; ``rho`` is a sum
+  (``pooling="sum"``, scenic's default) or a mean over the group's tokens (``"mean"``).
+  In a packed row each convolution runs over the example's own grid and time step: a
+  token's neighbours are found from its ``(t, y, x)`` (:func:`~.segments.grid_neighbours`);
+  cells outside the grid and dropped tokens are holes, zero at every layer (``SAME``
+  zero padding on the example's grid). Padding and other examples are never read.
+* ``"1.1"`` (default; the paper's recommended module): ``alpha`` is an MLP
+  (LayerNorm, ``bottleneck`` hidden units, GELU, dropout) per token, normalised by a
+  softmax over the group's tokens; ``rho`` is the weighted sum.
 
-Layout per row: the row's groups in slot-then-time order are numbered by rank
-(0, 1, ...) and group ``r`` owns learned positions ``r*K .. r*K + K - 1``, so a
-row uses ``K * sum(T_i)`` positions over its own examples, and the rest of the
-fixed ``learned_len`` is padding (segment id 0). ``learned_len`` is static: by
-default ``K * max_frames * E`` (``E`` = slots per row = the loader's
-``max_per_seq``), which holds for any batch the loader can make; a smaller
-value may be configured when the packer caps groups per row (checked on the
-device). Ranks, segment ids and positions are built with scatters and cumsums,
-with no host sync. Learned tokens keep their example's slot id, have position
-``(t, 0, k)``, and the slot grid becomes ``(T_e, 1, K)``.
+Both pool the un-normalised input tokens. The learned tokens of the whole batch are
+laid out by :mod:`.learned_layout` (``learned_slots`` example places per row, per batch
+or static); learned token ``k`` of group ``t`` has position ``(t, 0, k)``.
 
-:class:`TokenFuser` maps learned tokens back onto the original tokens (V1.1
-design): the ``K`` tokens of a group are mixed by a linear map over ``K``
-(zero-initialised), and every original token takes a sigmoid-gated combination
-of its own group's tokens.
+:class:`TokenFuser` (§2.2) maps learned tokens back onto the
+original tokens: a group's ``K`` tokens are mixed by a linear map over ``K``
+(zero-initialised), and every original token takes a sigmoid-gated combination (an MLP
+with dropout on the LayerNorm-ed token) of its own group's tokens, then dropout.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from .segments import check, segment_softmax, segment_sum
+from .learned_layout import LearnedLayout, learned_layout
+from .segments import segment_softmax
 
-__all__ = ["TokenLearnerConfig", "TokenLearner", "TokenFuser", "LearnedTokens", "token_groups", "learned_layout", "VERSIONS", "FUSERS"]
+__all__ = ["TokenLearnerConfig", "TokenLearner", "TokenFuser", "conv3x3", "VERSIONS", "POOLINGS", "FUSERS"]
 
-VERSIONS = ("1", "1.1")
+VERSIONS = ("1.0", "1.1")
+POOLINGS = ("sum", "mean")
 FUSERS = ("none", "once", "per_block")
+CONV_LAYERS = 4  # the paper's V1.0 attention: four 3 x 3 convolutions
 
 
 @dataclass(frozen=True)
@@ -50,33 +53,40 @@ class TokenLearnerConfig:
 
     Attributes:
         num_tokens: ``K`` learned tokens per example (per time step for video).
-        bottleneck: hidden width of the attention-map MLP.
-        version: ``"1.1"`` (softmax maps) or ``"1"`` (sigmoid maps, sum pooling).
+        version: ``"1.1"`` (MLP + softmax maps) or ``"1.0"`` (3 x 3 conv stack + sigmoid maps).
+        pooling: ``rho`` of V1.0: ``"sum"`` (scenic's default) or ``"mean"`` over the
+            group's tokens. V1.1's softmax-weighted sum ignores it.
+        bottleneck: hidden width of V1.1's attention MLP and of the fuser's gate MLP.
+        dropout: dropout in V1.1's attention MLP and in the TokenFuser (training only).
         at_layer: transformer blocks run before the (first) TokenLearner;
             ``None`` = half of the blocks.
         fuser: ``"none"`` (default: the remaining blocks run on the learned tokens,
             the cheapest and the paper's image-classification setting);
-            ``"per_block"`` (the paper's TokenLearner + TokenFuser design: every
-            block from ``at_layer`` on learns its own tokens from the full sequence,
-            runs on them and is fused back, with a residual); ``"once"`` (learn once,
-            run ``fuser_blocks`` blocks on the learned tokens, fuse back, continue at
-            full length). ``True``/``False`` mean ``"per_block"``/``"none"``.
+            ``"per_block"`` (TokenLearner + TokenFuser: every block from ``at_layer`` on
+            learns its own tokens from the full sequence, runs on them and is fused
+            back, with a residual); ``"once"`` (learn once, run ``fuser_blocks`` blocks on
+            the learned tokens, fuse back, continue at full length). ``True``/``False``
+            mean ``"per_block"``/``"none"``.
         fuser_blocks: blocks on the learned tokens before fusing back (``"once"``).
-        max_frames: ``T_max``, time steps per example the layout holds (1 for
-            images; the loader's frame budget divided by the tubelet length for
-            video). Checked on the device.
-        learned_len: learned tokens per row; ``None`` = ``K * max_frames * E``.
-            Must be a multiple of ``K``; a row needing more fails the device check.
+        max_frames: ``T``, time steps per example the layout holds (1 for images; the
+            loader's frame budget divided by the tubelet length for video). Checked on
+            the device.
+        learned_slots: example places per learned row (:mod:`.learned_layout`).
+            ``None``: chosen per batch from the examples present (one host read per
+            forward, bucketed). An int: static, no host read (the batch's examples must
+            fit in ``B x learned_slots``; the loader's ``max_per_seq`` always does).
     """
 
     num_tokens: int = 8
-    bottleneck: int = 64
     version: str = "1.1"
+    pooling: str = "sum"
+    bottleneck: int = 64
+    dropout: float = 0.0
     at_layer: int | None = None
     fuser: str = "none"
     fuser_blocks: int = 1
     max_frames: int = 1
-    learned_len: int | None = None
+    learned_slots: int | None = None
 
     def __post_init__(self) -> None:
         if self.num_tokens < 1 or self.bottleneck < 1 or self.fuser_blocks < 1:
@@ -85,163 +95,114 @@ class TokenLearnerConfig:
             raise ValueError("at_layer must be >= 0")
         if isinstance(self.fuser, bool) or self.fuser is None:
             object.__setattr__(self, "fuser", "per_block" if self.fuser else "none")
-        if self.fuser not in FUSERS:
-            raise ValueError(f"unknown fuser {self.fuser!r}; expected one of {FUSERS}")
-        object.__setattr__(self, "version", str(self.version))
-        if self.version not in VERSIONS:
-            raise ValueError(f"unknown TokenLearner version {self.version!r}; expected one of {VERSIONS}")
+        for name, value, allowed in (("fuser", self.fuser, FUSERS), ("TokenLearner version", self.version, VERSIONS),
+                                     ("TokenLearner pooling", self.pooling, POOLINGS)):
+            if value not in allowed:
+                raise ValueError(f"unknown {name} {value!r}; expected one of {allowed}")
         if self.max_frames is None:
             object.__setattr__(self, "max_frames", 1)
         if self.max_frames < 1:
             raise ValueError("max_frames must be >= 1")
-        if self.learned_len is not None and (self.learned_len < self.num_tokens or self.learned_len % self.num_tokens):
-            raise ValueError(f"learned_len={self.learned_len} must be a positive multiple of num_tokens={self.num_tokens}")
-
-    def length(self, num_slots: int) -> int:
-        """Learned tokens per row for rows of ``num_slots`` example slots."""
-        return self.learned_len if self.learned_len is not None else self.num_tokens * self.max_frames * num_slots
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must lie in [0, 1), got {self.dropout}")
+        if self.learned_slots is not None and self.learned_slots < 1:
+            raise ValueError("learned_slots must be >= 1 (or None: chosen per batch)")
 
 
-@dataclass
-class LearnedTokens:
-    """A packed sequence of learned tokens (``N`` = ``learned_len`` per row, ``R = N / K`` group places).
+def _mlp(dim: int, hidden: int, out: int, dropout: float) -> nn.Sequential:
+    """scenic's ``MlpBlock``: dense, GELU, dropout, dense, dropout."""
+    return nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, out),
+                         nn.Dropout(dropout))
 
-    Attributes:
-        x: ``[B, N, D]`` features (float32); padding places are zero.
-        segment_ids: int64 ``[B, N]``, slot id of each learned token, 0 for padding.
-        positions: int64 ``[B, N, 3]``, ``(t, 0, k)``.
-        grids: int64 ``[B, E, 3]``, ``(T_e, 1, K)`` per slot, 0 for empty slots.
-        token_rank: int64 ``[B, L]``, the group place of each input token (``R`` for padding).
-        groups: ``R``.
+
+def conv3x3(x: torch.Tensor, neighbours: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """A ``3 x 3`` convolution (``nn.Conv2d`` ``weight [C_out, C_in, 3, 3]``, padding 1) over packed grids.
+
+    ``out[l] = sum_o W[:, :, o] x[neighbours[l, o]]``, a hole (index ``L``) reading zero:
+    per offset ``o`` the projection ``x @ W_o`` is computed once for every token and gathered
+    from the neighbour, so the work is ``L x C_in x 9 C_out`` (no ``[L, 9, C_in]`` copy).
     """
-
-    x: torch.Tensor | None
-    segment_ids: torch.Tensor
-    positions: torch.Tensor
-    grids: torch.Tensor
-    token_rank: torch.Tensor
-    groups: int
-
-    @property
-    def padding_fraction(self) -> torch.Tensor:
-        """Share of learned places that are padding (a 0-d tensor; read it outside the step)."""
-        return (self.segment_ids == 0).float().mean()
-
-
-def token_groups(segment_ids: torch.Tensor, positions: torch.Tensor, num_slots: int, frames: int) -> torch.Tensor:
-    """Group id ``(slot - 1) * frames + t`` of each token ``[B, L]``; padding gets ``num_slots * frames``."""
-    seg = segment_ids.long()
-    t = positions[..., 0].long().clamp(0, frames - 1)
-    g = (seg - 1).clamp(min=0) * frames + t
-    return torch.where(seg > 0, g, torch.full_like(g, num_slots * frames))
-
-
-def _mlp(dim: int, hidden: int, out: int) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, out))
+    b, l, c = x.shape
+    k = weight.shape[0]
+    y = (x @ weight.permute(1, 2, 3, 0).reshape(c, 9 * k).to(x.dtype)).reshape(b, l, 9, k)
+    y = torch.cat([y, y.new_zeros(b, 1, 9, k)], 1)  # the hole row at L
+    return y.gather(1, neighbours[..., None].expand(b, l, 9, k)).sum(2)
 
 
 class TokenLearner(nn.Module):
-    """``forward(x [B, L, D], segment_ids [B, L], positions [B, L, 3], grids [B, E, 3]) -> LearnedTokens``."""
+    """``forward(x [B, L, D], layout) -> [B, R * T * K, D]`` float32 learned tokens (module docstring)."""
 
     def __init__(self, dim: int, cfg: TokenLearnerConfig | None = None):
         super().__init__()
         self.cfg = cfg = cfg or TokenLearnerConfig()
+        k = cfg.num_tokens
         self.norm = nn.LayerNorm(dim)
-        self.attn = _mlp(dim, cfg.bottleneck, cfg.num_tokens)
-
-    def layout(self, segment_ids: torch.Tensor, positions: torch.Tensor, grids: torch.Tensor) -> LearnedTokens:
-        """The learned sequence's layout (``x`` is ``None``); it depends only on the batch, so
-        several learners over the same batch share one."""
-        k, t, e = self.cfg.num_tokens, self.cfg.max_frames, grids.shape[1]
-        return learned_layout(segment_ids, positions, grids, k, t, self.cfg.length(e))
-
-    def forward(
-        self,
-        x: torch.Tensor,
-        segment_ids: torch.Tensor,
-        positions: torch.Tensor,
-        grids: torch.Tensor,
-        layout: LearnedTokens | None = None,
-    ) -> LearnedTokens:
-        b, l, d = x.shape
-        lay = layout if layout is not None else self.layout(segment_ids, positions, grids)
-        k, r = self.cfg.num_tokens, lay.groups
-        logits = self.attn(self.norm(x)).float()  # [B, L, K]
-        if self.cfg.version == "1.1":
-            weights = segment_softmax(logits, lay.token_rank, r + 1)
+        if cfg.version == "1.0":
+            self.convs = nn.ModuleList(nn.Conv2d(dim if i == 0 else k, k, 3, padding=1, bias=False)
+                                       for i in range(CONV_LAYERS))
         else:
-            weights = torch.sigmoid(logits)
-        contrib = (weights[..., None] * x.float()[:, :, None, :]).reshape(b * l, k * d)
-        flat = (lay.token_rank + torch.arange(b, device=x.device)[:, None] * (r + 1)).reshape(-1)
-        pooled = contrib.new_zeros(b * (r + 1), k * d).index_add(0, flat, contrib)
-        out = pooled.reshape(b, r + 1, k, d)[:, :r].reshape(b, r * k, d)  # float32
-        return replace(lay, x=out)
+            self.attn = _mlp(dim, cfg.bottleneck, k, cfg.dropout)
 
+    def layout(self, segment_ids: torch.Tensor, positions: torch.Tensor, grids: torch.Tensor,
+               slots: int) -> LearnedLayout:
+        """The batch's learned layout with ``slots`` places per row; it depends only on the
+        batch, so several learners over one batch share it."""
+        cfg = self.cfg
+        return learned_layout(segment_ids, positions, grids, num_tokens=cfg.num_tokens, frames=cfg.max_frames,
+                              slots=slots, neighbours=cfg.version == "1.0")
 
-def learned_layout(
-    segment_ids: torch.Tensor, positions: torch.Tensor, grids: torch.Tensor, k: int, t: int, n: int
-) -> LearnedTokens:
-    """Per-row layout of ``K`` learned tokens per group in ``n`` places (see the module docstring)."""
-    b, l = segment_ids.shape
-    e = grids.shape[1]
-    r, g = n // k, e * t
-    dev = segment_ids.device
-    seg = segment_ids.long()
-    check((positions[..., 0] < t) | (seg == 0),
-          f"an example has more than token_learner.max_frames={t} time steps; set max_frames to the "
-          "loader's frame budget / tubelet")
-    group = token_groups(seg, positions, e, t)  # [B, L] in [0, G]
-    counts = segment_sum(torch.ones_like(group), group, g + 1)[:, :g]  # [B, G] tokens per group
-    present = counts > 0
-    rank = torch.cumsum(present.long(), 1) - 1  # place of each present group in its row
-    check(rank[:, -1] < r, f"a row needs more than learned_len={n} learned tokens "
-          f"(= {k} x its examples' time steps); raise token_learner.learned_len or leave it None")
-    rank = torch.where(present, rank.clamp(max=r), torch.full_like(rank, r))  # absent -> dump place R
-    token_rank = torch.cat([rank, rank.new_full((b, 1), r)], 1).gather(1, group)  # [B, L]; padding -> R
+    def maps(self, x: torch.Tensor, layout: LearnedLayout) -> torch.Tensor:
+        """Attention weights ``[B, L, K]`` float32: V1.0 sigmoid maps, V1.1 softmax over each group."""
+        h = self.norm(x)
+        if self.cfg.version == "1.0":
+            for i, conv in enumerate(self.convs):
+                h = conv3x3(h, layout.neighbours, conv.weight)
+                h = F.gelu(h) if i < len(self.convs) - 1 else h
+            return torch.sigmoid(h.float())
+        b, l, k = *x.shape[:2], self.cfg.num_tokens
+        logits = self.attn(h).float().reshape(1, b * l, k)
+        return segment_softmax(logits, layout.token_group.reshape(1, -1), layout.num_groups + 1).reshape(b, l, k)
 
-    gi = torch.arange(g, device=dev)
-    slot_of = torch.where(present, (gi // t + 1)[None], torch.zeros_like(rank))
-    time_of = (gi % t)[None].expand(b, -1)
-    seg_r = torch.zeros(b, r + 1, dtype=torch.long, device=dev).scatter(1, rank, slot_of)[:, :r]
-    t_r = torch.zeros(b, r + 1, dtype=torch.long, device=dev).scatter(1, rank, time_of)[:, :r]
-    seg_out = seg_r.repeat_interleave(k, 1)
-    kk = torch.arange(k, device=dev).repeat(r)[None].expand(b, -1)
-    pos_out = torch.stack([t_r.repeat_interleave(k, 1), torch.zeros_like(kk), kk], -1) * (seg_out > 0)[..., None]
-    gl = grids.long()
-    grids_out = torch.stack([gl[..., 0], torch.ones_like(gl[..., 0]), torch.full_like(gl[..., 0], k)], -1)
-    grids_out = grids_out * (gl.prod(-1) > 0)[..., None]
-    return LearnedTokens(None, seg_out, pos_out, grids_out, token_rank, r)
+    def forward(self, x: torch.Tensor, layout: LearnedLayout) -> torch.Tensor:
+        b, l, d = x.shape
+        k, g = self.cfg.num_tokens, layout.num_groups
+        weights = self.maps(x, layout)
+        group, xf = layout.token_group.reshape(-1), x.float().reshape(b * l, d)
+        w = weights.reshape(b * l, k)
+        # rho: per learned token k, sum over each group's tokens (K passes keep memory at [B*L, D])
+        pooled = torch.stack([xf.new_zeros(g + 1, d).index_add(0, group, w[:, i : i + 1] * xf) for i in range(k)], 1)
+        pooled = pooled[:g]  # [G, K, D]; the dump group (padding) dropped
+        if self.cfg.version == "1.0" and self.cfg.pooling == "mean":
+            pooled = pooled / layout.group_sizes.clamp(min=1)[:, None, None]
+        return pooled.reshape(b, -1, d)
 
 
 class TokenFuser(nn.Module):
-    """``forward(tokens [B, R*K, D], original [B, L, D], token_rank [B, L]) -> [B, L, D]`` (float32).
+    """``forward(tokens [B, R*T*K, D], original [B, L, D], layout) -> [B, L, D]`` (float32).
 
-    Every original token reads only its own group's ``K`` learned tokens; padding
-    tokens (rank ``R``) receive zeros.
+    Every original token reads only its own group's ``K`` learned tokens; padding tokens
+    receive zeros.
     """
 
     def __init__(self, dim: int, cfg: TokenLearnerConfig | None = None):
         super().__init__()
         cfg = cfg or TokenLearnerConfig()
-        k = cfg.num_tokens
-        self.k = k
+        self.k = k = cfg.num_tokens
         self.norm_in = nn.LayerNorm(dim)
         self.mix = nn.Linear(k, k)  # over the K tokens of a group
         nn.init.zeros_(self.mix.weight)
         self.norm_out = nn.LayerNorm(dim)
         self.norm_orig = nn.LayerNorm(dim)
-        self.gate = _mlp(dim, cfg.bottleneck, k)
+        self.gate = _mlp(dim, cfg.bottleneck, k, cfg.dropout)
+        self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, tokens: torch.Tensor, original: torch.Tensor, token_rank: torch.Tensor) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, original: torch.Tensor, layout: LearnedLayout) -> torch.Tensor:
         b, l, d = original.shape
         k = self.k
-        r = tokens.shape[1] // k
-        y = self.norm_in(tokens).reshape(b, r, k, d)
-        y = self.mix(y.transpose(2, 3)).transpose(2, 3)  # mix along K
-        y = self.norm_out(y).float().reshape(b * r, k * d)
-        y = torch.cat([y, y.new_zeros(1, k * d)], 0)  # the dump place: padding reads zeros
-        flat = token_rank + torch.arange(b, device=tokens.device)[:, None] * r
-        flat = torch.where(token_rank >= r, torch.full_like(flat, b * r), flat).reshape(-1)
-        mine = y.index_select(0, flat).reshape(b, l, k, d)  # each token's own group
+        y = self.norm_in(tokens).reshape(-1, k, d)  # [G, K, D]
+        y = self.mix(y.transpose(1, 2)).transpose(1, 2)  # mix along K
+        y = self.norm_out(y).float().reshape(-1, k * d)
+        y = torch.cat([y, y.new_zeros(1, k * d)], 0)  # the dump group: padding reads zeros
+        mine = y.index_select(0, layout.token_group.reshape(-1)).reshape(b, l, k, d)
         gate = torch.sigmoid(self.gate(self.norm_orig(original)).float())  # [B, L, K]
-        return torch.einsum("blk,blkd->bld", gate, mine).float()
+        return self.drop(torch.einsum("blk,blkd->bld", gate, mine)).float()

@@ -5,16 +5,21 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 from patchpack.model.attention import (
+    BACKENDS,
+    AttentionBackend,
+    AttentionRequest,
     attend,
     available_backends,
     build_mask,
+    explain_backend,
     resolve_backend,
     segment_attention,
     segment_softmax,
     segment_sum,
 )
+from patchpack.registry import RegistryError
 
-CPU_BACKENDS = [b for b in available_backends("cpu") if b != "varlen"]
+CPU_BACKENDS = ["window", "sdpa", "math", "flex"] if "flex" in available_backends("cpu") else ["window", "sdpa", "math"]
 
 
 def _reference(q, k, v, seg):
@@ -81,7 +86,7 @@ def test_window_is_linear_in_length_and_checks_its_bound():
     assert build_mask(seg, "auto", max_segment_len=90).backend == "sdpa"  # the window would not be shorter
     with pytest.raises(RuntimeError, match="max_segment_len=25"):
         build_mask(seg, "window", max_segment_len=25)
-    with pytest.raises(ValueError, match="needs max_segment_len"):
+    with pytest.raises(ValueError, match="needs a bound on tokens per example"):
         build_mask(seg, "window")
 
 
@@ -125,16 +130,53 @@ def test_mask_is_built_once_and_reused():
 def test_backend_resolution():
     assert resolve_backend("auto", "cpu") == "sdpa"
     assert "varlen" not in available_backends("cpu", torch.bfloat16)
-    with pytest.raises(ValueError, match="unknown attention backend"):
-        resolve_backend("fast", "cpu")
-    with pytest.raises(ValueError, match="not available"):
+    with pytest.raises(RegistryError, match="unknown attention backend 'windw'; did you mean 'window'"):
+        resolve_backend("windw", "cpu")
+    with pytest.raises(ValueError, match="'varlen' cannot run.*needs CUDA"):
         resolve_backend("varlen", "cpu", torch.bfloat16)
     if "flex" in available_backends("cpu"):
         with pytest.raises(ValueError, match="no backward on CPU"):
             resolve_backend("flex", "cpu", requires_grad=True)
+        assert "flex" not in available_backends("cpu", requires_grad=True)
     assert resolve_backend("auto", "cpu", length=4096, max_segment_len=256) == "window"
     with pytest.raises(ValueError, match=r"\[B, L\]"):
         build_mask(torch.zeros(4, dtype=torch.int32))
+
+
+def test_auto_names_its_choice_and_why_the_others_were_passed_over():
+    req = AttentionRequest(torch.device("cpu"), torch.float32, True, 32, 4096, 256)
+    name, reason = explain_backend("auto", req)
+    assert name == "window"
+    assert reason.startswith("attention 'auto' -> 'window' (cpu, float32, training, rows of 4096): ")
+    assert "not varlen: needs CUDA" in reason and "not flex: FlexAttention has no backward on CPU" in reason
+    short = explain_backend("auto", AttentionRequest(torch.device("cpu"), length=300, max_segment_len=256))
+    assert short[0] == "sdpa" and "not window: its 768-key window is over half the 300-token row" in short[1]
+    assert explain_backend("math", req) == ("math", "attention 'math' (cpu, float32, training, rows of 4096): configured")
+    mask = build_mask(_segments([[3, 5]], 8), "auto")
+    assert mask.backend == "sdpa" and "'auto' -> 'sdpa'" in mask.reason
+
+
+def test_a_registered_backend_is_used_and_checked():
+    calls = []
+
+    def attend_twice(q, k, v, mask):
+        calls.append(mask.backend)
+        return BACKENDS.get("sdpa").attend(q, k, v, mask)
+
+    def only_small_heads(req):
+        return None if req.head_dim is None or req.head_dim <= 4 else f"needs a head dim <= 4 (got {req.head_dim})"
+
+    BACKENDS.register("test-sdpa", AttentionBackend(attend_twice, only_small_heads))
+    try:
+        seg = _segments([[3, 5]], 8)
+        q, k, v = _qkv(1, 2, 8, 4)
+        torch.testing.assert_close(segment_attention(q, k, v, seg, "test-sdpa"), segment_attention(q, k, v, seg, "sdpa"))
+        assert calls == ["test-sdpa"]
+        with pytest.raises(ValueError, match="needs a head dim <= 4 \\(got 8\\)"):
+            segment_attention(*_qkv(1, 2, 8, 8), seg, "test-sdpa")
+        assert "test-sdpa" in available_backends("cpu")
+    finally:
+        BACKENDS.unregister("test-sdpa")
 
 
 def test_segment_softmax_and_sum():

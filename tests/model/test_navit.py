@@ -1,4 +1,6 @@
+import logging
 import traceback
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -33,10 +35,10 @@ for name, d in (("img-dropped", 9),):  # an example with dropped tokens (positio
     EXAMPLES[name] = Tokens(name, ex.patches[keep], ex.positions[keep], ex.grid, 1)
 
 
-def _model(tl=None, pool="mean", backend="sdpa", posemb="learned", dropout=0.0, seed=0, bound=15):
+def _model(tl=None, pool="mean", backend="sdpa", posemb=None, dropout=0.0, seed=0, bound=15):
     torch.manual_seed(seed)
     cfg = NaViTConfig(patch_size=P, tubelet=PT, dim=32, depth=3, heads=2, num_classes=5, pool=pool,
-                      attention=backend, token_learner=tl, posemb=PosEmbConfig(kind=posemb), dropout=dropout,
+                      attention=backend, token_learner=tl, posemb=posemb or PosEmbConfig(), dropout=dropout,
                       max_example_tokens=bound)
     model = NaViT(cfg).eval()
     for f in model.fusers:  # the fuser's mix starts at zero; make it matter for the checks
@@ -44,16 +46,30 @@ def _model(tl=None, pool="mean", backend="sdpa", posemb="learned", dropout=0.0, 
     return model
 
 
+def _tl(**kw):
+    return TokenLearnerConfig(**{"num_tokens": 2, "bottleneck": 8, "at_layer": 1, "max_frames": 3, **kw})
+
+
 VARIANTS = {
     "plain": dict(),
-    "map": dict(pool="map", posemb="fourier"),
-    "tokenlearner": dict(tl=TokenLearnerConfig(num_tokens=3, bottleneck=8, at_layer=1, max_frames=3)),
-    "tokenlearner-v1": dict(tl=TokenLearnerConfig(num_tokens=2, bottleneck=8, at_layer=2, max_frames=3, version="1")),
-    "fuser-per-block-map": dict(tl=TokenLearnerConfig(num_tokens=2, bottleneck=8, at_layer=1, fuser="per_block",
-                                                      max_frames=3), pool="map", posemb="fractional"),
-    "fuser-once-v1": dict(tl=TokenLearnerConfig(num_tokens=2, bottleneck=8, at_layer=1, fuser="once", max_frames=3,
-                                                version="1")),
+    "map": dict(pool="map", posemb=PosEmbConfig(kind="fourier", coords="fractional")),
+    "tokenlearner": dict(tl=_tl(num_tokens=3)),
+    "tokenlearner-static-slots": dict(tl=_tl(num_tokens=3, learned_slots=4)),
+    "tokenlearner-v1.0": dict(tl=_tl(at_layer=2, version="1.0")),
+    "tokenlearner-v1.0-mean": dict(tl=_tl(version="1.0", pooling="mean", learned_slots=4)),
+    "fuser-per-block-map": dict(tl=_tl(fuser="per_block"), pool="map",
+                                posemb=PosEmbConfig(kind="learned", coords="fractional")),
+    "fuser-once-v1.0": dict(tl=_tl(fuser="once", version="1.0")),
 }
+
+POSEMBS = {  # NaViT's comparison grid (posemb.py): every kind, both schemas, every combination
+    f"{kind}-{coords}-{combine}": PosEmbConfig(kind=kind, coords=coords, combine=combine, max_size=(4, 8, 8),
+                                               fractional_scale=8)
+    for kind in ("learned", "sinusoidal", "fourier") for coords in ("absolute", "fractional")
+    for combine in ("sum", "concat", "product")
+}
+POSEMBS.update({kind: PosEmbConfig(kind=kind, max_size=(4, 8, 8), reference_grid=(3, 4))
+                for kind in ("learned_2d", "vit_1d", "none")})
 
 LAYOUTS = [  # rows of example names; every row holds the probe somewhere
     [["img"]],
@@ -69,18 +85,43 @@ def _logits(model, rows, seq_len=48, e=4):
         return model(batch), batch
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("variant", list(VARIANTS))
-def test_logits_do_not_depend_on_packing(backend, variant):
-    model = _model(backend=backend, **VARIANTS[variant])
-    for probe in ("img", "vid", "img-dropped"):
+def _assert_packing_invariant(model, probes=("img", "vid", "img-dropped"), layouts=LAYOUTS):
+    for probe in probes:
         alone, _ = _logits(model, [[probe]], seq_len=probe != "vid" and 15 or 12, e=1)
-        for rows in LAYOUTS + [[["tall", probe, "tiny"]], [["tiny", "tiny", probe]]]:
+        for rows in layouts + [[["tall", probe, "tiny"]], [["tiny", "tiny", probe]]]:
             logits, batch = _logits(model, rows)
             for b, keys in enumerate(batch.sample_keys):
                 for j, k in enumerate(keys):
                     if k == probe:
                         torch.testing.assert_close(logits[b, j], alone[0, 0], atol=1e-5, rtol=0)
+
+
+def _assert_no_cross_gradient(model):
+    model.train()
+    batch = collate([[EXAMPLES[n] for n in ("tall", "img", "vid")], [EXAMPLES["img-dropped"]]], 48, 4)
+    patches = batch.patches.float().requires_grad_(True)
+    logits = model(patches, batch.segment_ids, batch.positions, batch.grids)
+    logits[0, 1].sum().backward()  # the second example of the first row only
+    g = patches.grad.abs().sum(-1)
+    mine = (batch.segment_ids == 2) & (torch.arange(2)[:, None] == 0)
+    assert g[mine].sum() > 0
+    assert g[~mine].max() == 0  # neighbours, other rows and padding get no gradient
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_logits_do_not_depend_on_packing(backend, variant):
+    _assert_packing_invariant(_model(backend=backend, **VARIANTS[variant]))
+
+
+@pytest.mark.parametrize("posemb", list(POSEMBS))
+def test_every_position_embedding_is_packing_invariant(posemb):
+    _assert_packing_invariant(_model(posemb=POSEMBS[posemb]), probes=("img", "vid"), layouts=LAYOUTS[2:])
+
+
+@pytest.mark.parametrize("posemb", list(POSEMBS))
+def test_every_position_embedding_keeps_gradients_in_the_example(posemb):
+    _assert_no_cross_gradient(_model(posemb=POSEMBS[posemb]))
 
 
 @settings(max_examples=15, deadline=None)
@@ -100,15 +141,7 @@ MODEL_TL = _model(**VARIANTS["tokenlearner"])
 @pytest.mark.parametrize("backend", TRAIN_BACKENDS)
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_gradients_do_not_cross_segments(variant, backend):
-    model = _model(backend=backend, **VARIANTS[variant]).train()
-    batch = collate([[EXAMPLES[n] for n in ("tall", "img", "vid")]], 48, 4)
-    patches = batch.patches.float().requires_grad_(True)
-    logits = model(patches, batch.segment_ids, batch.positions, batch.grids)
-    logits[0, 1].sum().backward()  # the second example only
-    g = patches.grad[0].abs().sum(-1)
-    seg = batch.segment_ids[0]
-    assert g[seg == 2].sum() > 0
-    assert g[seg != 2].max() == 0  # neighbours and padding get no gradient
+    _assert_no_cross_gradient(_model(backend=backend, **VARIANTS[variant]))
 
 
 def test_empty_slots_and_padding_rows_are_finite():
@@ -169,8 +202,10 @@ def test_config_validation():
         NaViTConfig(pool="max")
     with pytest.raises(ValueError, match="exceeds depth"):
         NaViTConfig(depth=2, token_learner=TokenLearnerConfig(at_layer=3))
-    cfg = NaViTConfig(token_learner=TokenLearnerConfig(num_tokens=4, version="1", fuser="per_block"),
-                      max_example_tokens=256)
+    with pytest.raises(ValueError, match="unknown attention backend 'flx'; did you mean 'flex'"):
+        NaViTConfig(attention="flx")
+    cfg = NaViTConfig(token_learner=TokenLearnerConfig(num_tokens=4, version="1.0", fuser="per_block", dropout=0.1),
+                      posemb=PosEmbConfig(kind="vit_1d", reference_grid=(8, 8)), max_example_tokens=256)
     assert NaViTConfig.from_dict(cfg.to_dict()) == cfg
     assert len(NaViT(NaViTConfig(depth=4, dim=32, heads=2, token_learner=cfg.token_learner)).learners) == 2
     assert cfg.learner_layer == 3 and cfg.token_dim == 16 * 16 * 3
@@ -184,10 +219,18 @@ FORBIDDEN = {  # every way a forward could read a tensor on the host
 }
 
 
+def _static_slots(variant):
+    """The variant with a static learned layout: ``learned_slots=None`` reads one count on the host by design."""
+    kw = dict(VARIANTS[variant])
+    if kw.get("tl") is not None and kw["tl"].learned_slots is None:
+        kw["tl"] = replace(kw["tl"], learned_slots=4)
+    return kw
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_forward_never_reads_tensors_on_the_host(variant, backend, monkeypatch):
-    model = _model(backend=backend, **VARIANTS[variant])
+    model = _model(backend=backend, **_static_slots(variant))
     if backend != "flex":
         model.train()
     batch = collate([[EXAMPLES[n] for n in r] for r in (["vid", "tiny", "img"], ["img-dropped"])], 40, 4)
@@ -241,3 +284,48 @@ def test_positions_beyond_the_table_are_refused():
     batch.positions[0, 0, 2] = 256  # the default tables cover 256 per side (the default fit budget)
     with pytest.raises(RuntimeError, match="max_size"):
         model(batch)
+
+
+def test_learned_slots_per_batch_follow_the_examples_present():
+    """learned_slots=None: R = bucket(ceil(examples / rows)); the learned rows are then mostly real."""
+    model = _model(**VARIANTS["tokenlearner"])
+    seen = []
+    model.learners[0].register_forward_hook(lambda mod, inp, out: seen.append((inp[1].slots, out.shape)))
+    rows = [["img", "tiny", "tall"], ["tiny"], ["img-dropped", "tiny"], ["img"]]  # 7 examples over 4 rows
+    _logits(model, rows, seq_len=40, e=4)
+    assert seen[-1] == (2, torch.Size([4, 2 * 3 * 3, 32]))  # ceil(7 / 4) = 2 places of T=3 x K=3 per row
+    static = _model(**_static_slots("tokenlearner"))
+    static.load_state_dict(model.state_dict())
+    torch.testing.assert_close(_logits(static, rows, 40, 4)[0], _logits(model, rows, 40, 4)[0], atol=1e-5, rtol=0)
+
+
+def test_a_batch_beyond_static_learned_slots_is_refused():
+    model = _model(tl=_tl(learned_slots=1))
+    with pytest.raises(RuntimeError, match="learned_slots=1"):
+        _logits(model, [["img", "tiny", "tall"], ["tiny"]], 40, 4)  # 4 examples > 2 rows x 1 place
+
+
+def test_attention_backend_is_named_with_its_reason(caplog):
+    with caplog.at_level(logging.INFO, logger="patchpack.model"):
+        model = _model(backend="auto", bound=4)
+        _logits(model, [["tiny"] * 4], 32, 4)
+    name, reason = model.attention_backend("cpu", length=4096)
+    assert name == "window" and "not varlen: needs CUDA" in reason and "rows of 4096" in reason
+    assert model.attention_backend("cpu", requires_grad=True, length=16)[0] == "sdpa"
+    lines = [r.getMessage() for r in caplog.records]
+    assert any(line.startswith("NaViT built; attention 'auto' -> ") for line in lines)
+    assert any("-> 'sdpa' (cpu, float32, inference, rows of 32)" in line for line in lines), lines
+
+
+def test_num_classes_0_is_a_feature_extractor():
+    torch.manual_seed(0)
+    model = NaViT(NaViTConfig(patch_size=P, tubelet=PT, dim=32, depth=2, heads=2, num_classes=0)).eval()
+    assert isinstance(model.head, torch.nn.Identity)
+    batch = collate([[EXAMPLES["img"], EXAMPLES["vid"]], [EXAMPLES["tiny"]]], 40, 2)
+    with torch.no_grad():
+        out = model(batch)
+        pooled, present = model.forward_features(batch)
+    assert out.shape == (2, 2, 32) and torch.equal(out[1, 1], torch.zeros(32))
+    torch.testing.assert_close(out, model.norm(pooled) * present[..., None])
+    with pytest.raises(ValueError, match="num_classes must be >= 0"):
+        NaViTConfig(num_classes=-1)
