@@ -278,7 +278,7 @@ def compile_counts(s: Settings) -> dict:
     variants = {"plain": None, "tl-per-batch": TokenLearnerConfig(), "tl-static": TokenLearnerConfig(learned_slots=l // 16)}
     dtype = torch.bfloat16 if s.device.startswith("cuda") else torch.float32
     for name, tl in ((n, variants[n]) for n in s.compile_variants):
-        torch._dynamo.reset()
+        torch.compiler.reset()
         model = model_for(s, dim, heads, 2, "auto", tl, p=16 if budget == 256 else 4).train()
         step_model = torch.compile(model, backend=s.compile_backend)
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
