@@ -87,7 +87,7 @@ def run_demo(
         heads=4,
         mlp_ratio=2.0,
         num_classes=num_classes,
-        posemb=PosEmbConfig(kind="fractional", buckets=16),
+        posemb=PosEmbConfig(kind="learned", coords="fractional", fractional_scale=16),
         token_learner=TokenLearnerConfig(num_tokens=4, bottleneck=32, max_frames=max(1, frames // tubelet)),
     )
     cfg = TrainConfig(model=model_cfg, steps=steps, lr=2e-3, warmup_steps=max(1, steps // 20), weight_decay=0.05,

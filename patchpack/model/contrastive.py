@@ -8,7 +8,7 @@ ends in a linear projection to ``embed_dim`` and an L2 normalisation. The loss s
 ``t = exp(t')`` and bias ``b`` are learnable scalars (SigLIP, arXiv 2303.15343, §3.2:
 ``t`` starts at 10, ``b`` at -10).
 
-Pairs: an example enters the loss when its slot is real (:func:`~.losses.real_slots`, the
+Pairs: an example enters the loss when its slot is real (:func:`~.segments.real_slots`, the
 same test the image tower masks with) and it has a caption (``text_mask`` has a real
 token). Those slots are flattened row-major (:func:`~.losses.flatten_slots`) into ``N``
 image and ``N`` text embeddings; the text tower runs on those ``N`` captions only.
@@ -35,7 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .losses import contrastive_loss, flatten_slots, real_slots
+from .losses import contrastive_loss
+from .segments import flatten_slots, real_slots
 from .navit import NaViT, NaViTConfig
 from .text import TextConfig, TextTransformer
 
@@ -92,7 +93,7 @@ class ImageTower(NaViT):
     """NaViT without a classifier: ``forward(patches, segment_ids, positions, grids) -> [B, E, dim]``.
 
     The features are NaViT's pooled slot vectors after its final LayerNorm, zero for
-    empty slots (:func:`~.losses.real_slots`). ``cfg.num_classes`` is not used.
+    empty slots (:func:`~.segments.real_slots`). ``cfg.num_classes`` is not used.
     """
 
     def __init__(self, cfg: NaViTConfig | None = None):

@@ -40,29 +40,13 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from ..registry import Registry
+from .segments import flatten_slots, real_slots
 
-__all__ = ["real_slots", "flatten_slots", "sigmoid_loss", "softmax_loss", "contrastive_loss", "LOSSES"]
+__all__ = ["sigmoid_loss", "softmax_loss", "contrastive_loss", "LOSSES"]
 
 #: ``fn(image [N, K], text [N, K], scale, bias, chunk) -> scalar``
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, "int | None"], torch.Tensor]
 LOSSES: Registry[LossFn] = Registry("contrastive loss", hint="patchpack.model.losses.LOSSES.register")
-
-
-def real_slots(grids: torch.Tensor) -> torch.Tensor:
-    """bool ``[B, E]``: which slots hold an example (a non-empty ``(T, H, W)`` grid)."""
-    return grids.prod(-1) > 0
-
-
-def flatten_slots(x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-    """``x[keep]``: ``[B, E, ...]`` -> ``[N, ...]`` over the slots where ``keep`` (``[B, E]``) is true.
-
-    Row-major: the rows in order, each row's slots in slot order. ``keep`` is
-    :func:`real_slots` or a subset of it (e.g. real slots that have a caption). One host
-    sync (the count ``N``).
-    """
-    if keep.shape != x.shape[:2]:
-        raise ValueError(f"keep has shape {tuple(keep.shape)}, expected the leading [B, E] of {tuple(x.shape)}")
-    return x[keep]
 
 
 def _blocks(n: int, chunk: int | None) -> list[tuple[int, int]]:

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from .contrastive import TwoTower, text_pairs
-from .losses import flatten_slots, real_slots
+from .segments import flatten_slots, real_slots
 from ..text import tokenize_texts
 
 __all__ = [

@@ -7,7 +7,7 @@ import torch
 from patchpack.loader.batch import collate
 from patchpack.model import NaViTConfig, PosEmbConfig, TokenLearnerConfig
 from patchpack.model.contrastive import TwoTower, TwoTowerConfig, contrastive_step
-from patchpack.model.losses import real_slots
+from patchpack.model.segments import real_slots
 from patchpack.model.text import TextConfig
 from patchpack.tokenize import Tokens, patchify
 
