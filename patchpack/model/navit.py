@@ -49,7 +49,7 @@ log = logging.getLogger("patchpack.model")
 
 __all__ = ["NaViTConfig", "NaViT", "Block", "POOLS"]
 
-POOLS = ("mean", "map", "attention")
+POOLS = ("mean", "map")
 _IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
 _IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 
@@ -70,7 +70,7 @@ class NaViTConfig:
             pooled features ``[B, E, dim]``, e.g. for an image tower).
         posemb: positional embedding (:class:`PosEmbConfig`).
         pool: ``"mean"`` (masked mean per slot) or ``"map"`` (multihead attention
-            pooling + LayerNorm + MLP, as NaViT/SigLIP; ``"attention"`` is an alias).
+            pooling + LayerNorm + MLP, as NaViT/SigLIP).
         qk_norm: LayerNorm on queries and keys (NaViT uses it for stability).
         dropout: dropout on attention/MLP outputs (training only).
         attention: attention backend, ``"auto"`` or a name in :data:`~.backends.BACKENDS`
@@ -229,7 +229,7 @@ class NaViT(nn.Module):
         n_fusers = 0 if tl is None or tl.fuser == "none" else n_learners
         self.learners = nn.ModuleList(TokenLearner(cfg.dim, tl) for _ in range(n_learners))
         self.fusers = nn.ModuleList(TokenFuser(cfg.dim, tl) for _ in range(n_fusers))
-        self.map_head = MAPHead(cfg.dim, cfg.heads, cfg.mlp_ratio) if cfg.pool in ("map", "attention") else None
+        self.map_head = MAPHead(cfg.dim, cfg.heads, cfg.mlp_ratio) if cfg.pool == "map" else None
         self.norm = nn.LayerNorm(cfg.dim)
         self.head = nn.Linear(cfg.dim, cfg.num_classes) if cfg.num_classes else nn.Identity()
         self.apply(self._init)
