@@ -150,4 +150,4 @@ def test_a_loader_over_paths_that_all_do_not_exist_fails_at_once(tmp_path):
     good = write_shards(tmp_path / "ok", make_samples(3), per_shard=3)
     loader = make_loader([str(tmp_path / "nope.tar"), *good], seq_len=256, patch_size=8, max_patches=64)
     assert sum(b.num_examples for b in loader) == 3  # one missing among others: a record
-    assert [(e.kind, e.key) for e in loader.errors] == [("shard", str(tmp_path / "nope.tar"))]
+    assert [(e.kind, e.key) for e in loader.errors] == [("unreadable", str(tmp_path / "nope.tar"))]

@@ -28,8 +28,9 @@ Modes (``FitConfig.mode``):
 
   ``side_max`` defaults to the budget's side ``p * sqrt(patch budget)`` (256 at
   ``p=16``, ``max_patches=256``, the paper's ``r ∈ [64, 256]`` of A.1), so no draw is
-  cut by the budget. Without ``allow_upsample`` a draw above the source's own ``R``
-  keeps the source size (the paper enlarges small images: set ``allow_upsample``).
+  cut by the budget. Sampled modes resize every image to its drawn ``R``, up or down, as the
+  paper does (``allow_upsample=False`` keeps a draw above the source's own ``R`` at the source
+  size instead).
 
 Sampled sizes are then capped by the same budget as native. Defined edge cases:
 
@@ -81,6 +82,8 @@ class FitConfig:
         allow_upsample: whether sizes may exceed the source size (always true up
             to one patch). In ``"native"`` mode it enlarges each example to fill the
             patch budget; in sampled modes it lets the drawn side exceed the source.
+            ``None`` (default): ``False`` in native mode, ``True`` in the sampled modes, which
+            resize every image to its drawn ``R`` as the paper does (§3.2).
         grid_multiple: ``m``, both grid sides are multiples of it (1: any grid). 2 for
             Qwen2-VL's 2x2 patch merge; the patch budget must allow ``m * m`` patches.
     """
@@ -93,7 +96,7 @@ class FitConfig:
     side_max: int | None = None
     truncnorm_mean: float = -0.5
     truncnorm_std: float = 1.0
-    allow_upsample: bool = False
+    allow_upsample: bool | None = None
     grid_multiple: int = 1
 
     def __post_init__(self) -> None:
@@ -128,6 +131,11 @@ class FitConfig:
             if _normal_mass(self.truncnorm_mean, self.truncnorm_std, -1.0, 1.0) < 1e-9:
                 raise ValueError(f"truncnorm_mean={self.truncnorm_mean} with truncnorm_std={self.truncnorm_std} "
                                  "leaves no probability in [-1, 1] (u is in units of the range [side_min, side_max])")
+
+    @property
+    def upsamples(self) -> bool:
+        """Whether fitted sizes may exceed the source size (:attr:`allow_upsample` resolved)."""
+        return self.mode != "native" if self.allow_upsample is None else bool(self.allow_upsample)
 
     @property
     def patch_budget(self) -> int | None:
@@ -257,9 +265,9 @@ def _patch_grid(height: int, width: int, cfg: FitConfig, rng: np.random.Generato
         if rng is None:
             raise ValueError(f"fit mode {cfg.mode!r} samples a size and needs an rng")
         scale = sample_side(cfg, rng) / math.sqrt(h * w)  # the drawn R is the effective side sqrt(h*w)
-    elif cfg.allow_upsample and cfg.patch_budget is not None:
+    elif cfg.upsamples and cfg.patch_budget is not None:
         scale = math.inf  # native with upsampling: as large as the budget allows (capped below)
-    if not cfg.allow_upsample:
+    if not cfg.upsamples:
         scale = min(scale, 1.0)
     budget = cfg.patch_budget
     if budget is not None:
@@ -274,7 +282,7 @@ def _patch_grid(height: int, width: int, cfg: FitConfig, rng: np.random.Generato
                 gh -= 1
             else:
                 gw -= 1
-    if cfg.mode == "native" and cfg.allow_upsample and budget is not None and gh * gw < budget:
+    if cfg.mode == "native" and cfg.upsamples and budget is not None and gh * gw < budget:
         # rounding at the budget can lose a whole row of a thin grid: never fewer tokens than without the flag
         plain = FitConfig(patch_size=p, max_patches=cfg.max_patches, max_pixels=cfg.max_pixels)
         kept = _patch_grid(height, width, plain, None)

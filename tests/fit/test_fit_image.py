@@ -1,4 +1,5 @@
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -50,7 +51,9 @@ def test_upsample_flag():
     up = FitConfig(patch_size=16, max_patches=None, mode="side-uniform", side_min=400, side_max=400,
                    allow_upsample=True)
     assert fit_grid(40, 80, up, rng(0)) == (18, 35)  # sqrt(h*w) = 400 px: 283 x 566 px, aspect 1:2 kept
-    no_up = FitConfig(patch_size=16, max_patches=None, mode="side-uniform", side_min=400, side_max=400)
+    assert fit_grid(40, 80, replace(up, allow_upsample=None), rng(0)) == (18, 35)  # sampled modes resize by default
+    no_up = FitConfig(patch_size=16, max_patches=None, mode="side-uniform", side_min=400, side_max=400,
+                      allow_upsample=False)
     assert fit_grid(40, 80, no_up, rng(0)) == (2, 5)
     capped = FitConfig(patch_size=16, max_patches=100, mode="side-uniform", side_min=400, side_max=400,
                        allow_upsample=True)
