@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections import defaultdict
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, is_dataclass, replace
 from typing import Any
 
 from .augment import AugmentConfig
@@ -250,12 +250,9 @@ class LoaderConfig:
         if "max_per_seq" in overrides:  # E is one concept: the packer's cap and the row's slots
             overrides.setdefault("pack__max_per_seq", overrides["max_per_seq"])
         top = {k: v for k, v in overrides.items() if k in own}
-        cfg = replace(self, **top) if top else self
-        sections = {"fit": cfg.fit, "drop": cfg.drop, "pack": cfg.pack, "image": cfg.image}
-        if cfg.video is not None:
-            sections["video"] = cfg.video
-        if cfg.augment is not None:
-            sections["augment"] = cfg.augment
+        # one replace at the end: the cross-section checks see the final config, never a half-made one
+        sections = {s: top.get(s, getattr(self, s)) for s in ("fit", "drop", "pack", "image", "video", "augment")}
+        sections = {s: obj for s, obj in sections.items() if is_dataclass(obj)}
         nested: dict[str, dict[str, Any]] = defaultdict(dict)
         for name, value in overrides.items():
             if name in own:
@@ -274,9 +271,9 @@ class LoaderConfig:
                     f"option {name!r} is ambiguous; use one of " + ", ".join(f"{s}__{name}" for s in owners)
                 )
             nested[owners[0]][name] = value
-        if not nested:
-            return cfg
-        return replace(cfg, **{sec: replace(sections[sec], **kw) for sec, kw in nested.items()})
+        if not top and not nested:
+            return self
+        return replace(self, **{**top, **{sec: replace(sections[sec], **kw) for sec, kw in nested.items()}})
 
 
 # -- configuration traps -------------------------------------------------------------------------

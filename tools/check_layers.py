@@ -44,6 +44,7 @@ LAYERS: dict[str, int] = {
     "patchpack.pack": 5,
     "patchpack.stats": 5,
     "patchpack.config": 6,
+    "patchpack.configfile": 6,  # loader config files (TOML, YAML) read into a LoaderConfig
     "patchpack.pipeline": 7,
     "patchpack.offline": 7,
     "patchpack.loader": 8,

@@ -1,7 +1,10 @@
 """The ``patchpack`` command line: one sub-command per module, shared flags in :mod:`~patchpack.cli.flags`.
 
 Each sub-command lives in its own module exposing ``add_arguments(parser)`` and
-``run(args) -> int``; modules are imported only when their command runs.
+``run(args) -> int``; modules are imported only when their command runs, and the shared flags
+import nothing heavy, so ``--help``, a bad value and a wrong path answer before numpy or torch
+load (torch only for the commands that need it: ``train``, ``eval``, ``demo``, ``show`` and
+``stats --workers N``).
 
 Exit codes: 0 success; 1 a run where no example came through or a source could not be
 opened (the first error records and a hint are printed, see :mod:`patchpack.cli.checks`);
@@ -15,6 +18,8 @@ import argparse
 import importlib
 import sys
 
+from .flags import HelpFormatter
+
 #: command -> (module, one-line help)
 COMMANDS = {
     "demo": ("patchpack.cli.demo", "make a small dataset, show its packing and train a tiny NaViT on it"),
@@ -24,6 +29,7 @@ COMMANDS = {
     "train": ("patchpack.cli.train", "train the reference NaViT (+ TokenLearner) on packed batches"),
     "preprocess": ("patchpack.cli.preprocess", "turn webdataset shards into patchpack Arrow shards"),
     "show": ("patchpack.cli.show", "draw packed sequences as a picture"),
+    "config": ("patchpack.cli.config", "print the effective loader config (every option) as TOML or YAML"),
 }
 
 
@@ -38,7 +44,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     parser = _Parser(prog="patchpack", description="Native-resolution Patch n' Pack for ViTs.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, help_) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_, description=help_)
+        p = sub.add_parser(name, help=help_, description=help_, formatter_class=HelpFormatter)
         if name == command:
             importlib.import_module(module).add_arguments(p)
     return parser

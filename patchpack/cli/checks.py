@@ -20,23 +20,27 @@ from __future__ import annotations
 import os
 import re
 import sys
+import tempfile
 import warnings
 from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import IO, Iterator, Sequence
+from typing import IO, Callable, Iterator, Sequence
 
 from ..errors import ErrorKind
 
 __all__ = ["UsageError", "config_errors", "check_sources", "Sniff", "sniff", "unopened", "report_outcome", "printable",
-           "check_output_folder"]
+           "check_output_folder", "check_output_file"]
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+#: what makes an argument more than a plain local path: a url scheme, a brace pattern, a glob
+_PATTERN = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*:|[{}*?\[]")
 
 
-def check_output_folder(path: str | None, flag: str) -> None:
+def check_output_folder(path: str | None, flag: str, *, create: bool = False) -> None:
     """Refuse, before any work, an output folder ``path`` (given as ``flag``) that exists as a
-    file or lies under one."""
+    file or lies under one; with ``create``, make it now (a folder that cannot be made or
+    written is refused too)."""
     if path is None:
         return
     p = os.path.abspath(path)
@@ -47,6 +51,30 @@ def check_output_folder(path: str | None, flag: str) -> None:
         p = parent
     if not os.path.isdir(p):
         raise UsageError(f"{flag} {path}: {p} is a file, not a folder")
+    if create:
+        try:
+            os.makedirs(path, exist_ok=True)
+            with tempfile.TemporaryFile(dir=path):
+                pass
+        except OSError as exc:
+            raise UsageError(f"{flag} {path}: cannot write there ({exc.strerror or exc})") from None
+
+
+def check_output_file(path: str | None, flag: str) -> None:
+    """Refuse, before any work, an output file ``path`` (given as ``flag``) that is a folder, lies
+    in a folder that does not exist or cannot be written; else start it empty."""
+    if path is None:
+        return
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise UsageError(f"{flag} {path}: is a folder; give a file name")
+    if not os.path.isdir(folder):
+        what = "is a file, not a folder" if os.path.exists(folder) else "does not exist"
+        raise UsageError(f"{flag} {path}: the folder {folder} {what}")
+    try:
+        open(path, "w").close()
+    except OSError as exc:
+        raise UsageError(f"{flag} {path}: cannot write it ({exc.strerror or exc})") from None
 
 
 def printable(text: str) -> str:
@@ -65,8 +93,9 @@ class UsageError(Exception):
 
 
 @contextmanager
-def config_errors() -> Iterator[None]:
-    """Turn config ``ValueError`` (and config warnings) into :class:`UsageError`."""
+def config_errors(rename: Callable[[str], str] | None = None) -> Iterator[None]:
+    """Turn config ``ValueError`` (and config warnings) into :class:`UsageError`, its text passed
+    through ``rename`` (options in the user's words, see :func:`patchpack.cli.options.in_user_words`)."""
     from ..config import ConfigWarning
 
     with warnings.catch_warnings():
@@ -74,7 +103,8 @@ def config_errors() -> Iterator[None]:
         try:
             yield
         except (ValueError, ConfigWarning) as exc:
-            raise UsageError(str(exc)) from None
+            text = str(exc)
+            raise UsageError(rename(text) if rename else text) from None
 
 
 def _has_files(folder: str) -> bool:
@@ -92,11 +122,14 @@ def check_sources(urls: str | Sequence[str]) -> list[str]:
     names exist, a folder with no (non-hidden) file. Remote and ``pipe:`` urls are not
     checked here (their failures are records; see :func:`unopened`).
     """
+    if isinstance(urls, (str, os.PathLike)):
+        urls = [os.fspath(urls)]
+    for arg in urls:  # a plain path that is not there: said before any library loads
+        if not _PATTERN.search(arg) and not os.path.exists(arg):
+            raise UsageError(f"{arg}: no such file or folder")
     from ..sources import expand_sources
     from ..sources.wds import local_path, missing_local
 
-    if isinstance(urls, (str, os.PathLike)):
-        urls = [os.fspath(urls)]
     out: list[str] = []
     for arg in urls:
         try:

@@ -1,35 +1,37 @@
-"""The command-line flags shared by ``stats``, ``show``, ``preprocess``, ``train`` and ``simulate``.
+"""The flags every command shares: one name, one default and one help per idea.
 
-Each flag is defined once here, with one name per concept: ``--seq-len`` (L),
-``--patch-size`` (p), ``--max-patches``, ``--max-per-seq`` (E), ``--buffer-size``,
-``--drop-kind``/``--drop-rate``, and video switched on by ``--frames`` (with ``--fps``,
-``--tubelet``, ``--video-tokens``; any of them enables video members), and the reading and
-memory options of the loader (``--decode-threads``, ``--buffer-bytes``, ``--max-member-bytes``,
-``--verify``). Older spellings
-stay accepted as hidden aliases: ``--max-examples``/``--emax``, ``--buffer``, ``--drop``
-(a kind in ``simulate``, a rate elsewhere), ``--video`` and ``--video-frames``.
+Each shared flag is one :class:`Flag` in :data:`FLAGS`. A *loader flag* sets one
+:class:`~patchpack.config.LoaderConfig` option (``key``, spelled as for
+:meth:`~patchpack.config.LoaderConfig.with_overrides`: ``seq_len``, ``pack__seq_len``,
+``drop__rate``); its default is the config's, read when ``--help`` is printed, never written
+here. A loader flag the user did not type is absent from the parsed namespace, so a config
+file (``--config``) and the values stored in patchpack shards apply below the flags
+(:mod:`patchpack.cli.options`). A *run flag* (``key=None``: ``--workers``, ``--progress``,
+``--json``) is about the command, with its default here.
+
+A command adds the groups it uses with :func:`add_flags` and turns the parsed arguments
+into a config with :func:`patchpack.cli.options.loader_config`. Nothing here imports numpy
+or torch: parsing, argument errors and wrong paths answer before any of it loads.
 """
 
 from __future__ import annotations
 
 import argparse
-from typing import Any
-
-from ..drop import KINDS as DROP_KINDS
-from ..drop import DropConfig
-from ..pack.config import PackConfig
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
 
 __all__ = [
-    "add_seq_len", "add_fit", "add_max_per_seq", "add_buffer_size", "add_drop", "add_video", "add_seed",
-    "add_reading", "reading_options", "byte_size", "READING",
-    "drop_config", "video_config", "positive_int", "non_negative_int", "positive_float", "non_negative_float",
-    "fraction",
+    "Flag", "FLAGS", "GROUPS", "LOADER_GROUPS", "add_flags", "add_config", "flag", "flag_for_key", "given",
+    "loader_default", "HelpFormatter", "positive_int", "non_negative_int", "positive_float", "non_negative_float",
+    "number", "fraction", "byte_size", "optional", "name_list",
 ]
 
-_HIDE = argparse.SUPPRESS
+
+# -- argparse types: a bad value is one ``argument --x: ...`` line --------------------------------------------
 
 
-def _number(kind: type, text: str, ok, need: str):
+def _number(kind: type, text: str, ok: Callable[[Any], bool], need: str):
     try:
         value = kind(text)
     except ValueError:
@@ -40,27 +42,32 @@ def _number(kind: type, text: str, ok, need: str):
 
 
 def positive_int(text: str) -> int:
-    """argparse type: an integer ``>= 1`` (a bad value is one ``argument --x: ...`` line)."""
+    """An integer ``>= 1``."""
     return _number(int, text, lambda v: v >= 1, "an integer >= 1")
 
 
 def non_negative_int(text: str) -> int:
-    """argparse type: an integer ``>= 0``."""
+    """An integer ``>= 0``."""
     return _number(int, text, lambda v: v >= 0, "an integer >= 0")
 
 
 def positive_float(text: str) -> float:
-    """argparse type: a finite number ``> 0``."""
-    return _number(float, text, lambda v: 0 < v < float("inf"), "a number > 0")
+    """A finite number ``> 0``."""
+    return _number(float, text, lambda v: 0 < v < math.inf, "a number > 0")
 
 
 def non_negative_float(text: str) -> float:
-    """argparse type: a finite number ``>= 0``."""
-    return _number(float, text, lambda v: 0 <= v < float("inf"), "a number >= 0")
+    """A finite number ``>= 0``."""
+    return _number(float, text, lambda v: 0 <= v < math.inf, "a number >= 0")
+
+
+def number(text: str) -> float:
+    """Any finite number."""
+    return _number(float, text, math.isfinite, "a finite number")
 
 
 def fraction(text: str) -> float:
-    """argparse type: a fraction in ``[0, 1)`` (token drop rates)."""
+    """A rate in ``[0, 1)`` (token drop rates)."""
     return _number(float, text, lambda v: 0 <= v < 1, "a rate in [0, 1)")
 
 
@@ -68,7 +75,7 @@ _BYTE_UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
 
 
 def byte_size(text: str) -> int:
-    """argparse type: a byte count ``>= 1``, plain or with a binary unit (``64M``, ``1GiB``, ``512k``)."""
+    """A byte count ``>= 1``, plain or with a binary unit (``64M``, ``1GiB``, ``512k``)."""
     t = text.strip().lower().removesuffix("b").removesuffix("i")
     unit = t[-1:] if t[-1:] in _BYTE_UNITS and t[-1:] else ""
     try:
@@ -80,130 +87,305 @@ def byte_size(text: str) -> int:
     return int(value)
 
 
-def _alias(parser: argparse.ArgumentParser, *names: str, dest: str, **kw: Any) -> None:
-    """A hidden old spelling of a flag (no help line, no default of its own)."""
-    parser.add_argument(*names, dest=dest, help=_HIDE, default=_HIDE, **kw)
+def optional(kind: Callable[[str], Any]) -> Callable[[str], Any]:
+    """``kind``, or ``None`` for the word ``none`` (an option whose default may be unset)."""
+    def parse(text: str) -> Any:
+        return None if text.strip().lower() == "none" else kind(text)
+    parse.__name__ = f"optional {kind.__name__}"
+    return parse
 
 
-def add_seq_len(parser: argparse.ArgumentParser, default: int | None = 1024, required: bool = False) -> None:
-    parser.add_argument("--seq-len", type=positive_int, default=default, required=required,
-                        help="tokens per packed sequence L" + (f" (default {default})" if default else ""))
+def name_list(text: str) -> tuple[str, ...]:
+    """Comma-separated names (``txt,json:alt?``)."""
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected comma-separated names, got {text!r}")
+    return names
 
 
-def add_fit(parser: argparse.ArgumentParser, patch_size: int | None = 16, max_patches: int | None = 256) -> None:
-    parser.add_argument("--patch-size", type=positive_int, default=patch_size,
-                        help="patch side p in pixels" + (f" (default {patch_size})" if patch_size else ""))
-    parser.add_argument("--max-patches", type=non_negative_int, default=max_patches,
-                        help="patch budget per frame" + (f" (default {max_patches})" if max_patches else ""))
+def _bytes_text(n: int | None) -> str:
+    if n is None:
+        return "none"
+    for unit, size in (("G", 2**30), ("M", 2**20), ("k", 2**10)):
+        if n % size == 0:
+            return f"{n // size}{unit}"
+    return str(n)
 
 
-def add_max_per_seq(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--max-per-seq", type=positive_int, default=None, help="E, examples per sequence at most (default no cap)")
-    _alias(parser, "--max-examples", "--emax", dest="max_per_seq", type=positive_int)
+def _value_text(value: Any) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, (tuple, list)):
+        return ",".join(map(str, value)) or "none"
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def add_buffer_size(parser: argparse.ArgumentParser, default: int | None = PackConfig.buffer_size) -> None:
-    parser.add_argument("--buffer-size", type=positive_int, default=default,
-                        help="packer buffer in examples" + (f" (default {default})" if default else ""))
-    _alias(parser, "--buffer", dest="buffer_size", type=positive_int)
+# -- the table ---------------------------------------------------------------------------------------------------
 
 
-def add_drop(parser: argparse.ArgumentParser, *, kind: str | None = None, rate: float = 0.0,
-             legacy: str | None = "rate", rate_max: bool = False) -> None:
-    """``--drop-kind`` and ``--drop-rate`` (and ``--drop-max`` with ``rate_max``).
+def _drop_kinds() -> tuple[str, ...]:
+    from ..drop import KINDS
 
-    Without ``--drop-kind`` a positive ``--drop-rate`` means constant dropping. ``legacy``
-    says what the old ``--drop`` flag of the command was: ``"rate"``, ``"kind"`` or ``None``.
+    return tuple(k for k in KINDS if k != "custom")  # custom needs a Python function: config in code only
+
+
+def _drop_schedules() -> tuple[str, ...]:
+    from ..drop import SCHEDULES
+
+    return SCHEDULES
+
+
+def _fit_modes() -> tuple[str, ...]:
+    from ..fit.image import MODES
+
+    return MODES
+
+
+def _packers() -> tuple[str, ...]:
+    from ..pack import PACKERS
+
+    return tuple(PACKERS.names())
+
+
+@dataclass(frozen=True)
+class Flag:
+    """One shared flag.
+
+    Attributes:
+        name: the flag (``--seq-len``); ``dest`` is its name in the namespace (``seq_len``).
+        key: the :class:`~patchpack.config.LoaderConfig` option it sets (``with_overrides``
+            spelling), or ``None`` for a run flag.
+        help: what it does (the default is appended when ``--help`` is printed).
+        group: the group :func:`add_flags` adds it with.
+        type: argparse type; ``choices``: a function giving the allowed values (called only
+            when the flag is given or ``--help`` is printed).
+        default: a run flag's default (a loader flag's is the config's).
+        switch: ``--x`` / ``--no-x``.
+        show: how the default is written in ``--help``.
+        stored: patchpack shards supply this option when it is given neither by flag nor file.
     """
-    parser.add_argument("--drop-kind", choices=DROP_KINDS, default=kind,
-                        help="token dropping" + (f" (default {kind})" if kind else "; default: constant when --drop-rate > 0"))
-    parser.add_argument("--drop-rate", type=fraction, default=rate, help=f"constant token drop rate (default {rate})")
-    if rate_max:
-        parser.add_argument("--drop-max", type=fraction, default=0.5, help="max rate for beta/resolution (default 0.5)")
-    if legacy == "rate":
-        _alias(parser, "--drop", dest="drop_rate", type=fraction)
-    elif legacy == "kind":
-        _alias(parser, "--drop", dest="drop_kind", choices=DROP_KINDS)
+
+    name: str
+    key: str | None
+    help: str
+    group: str
+    type: Callable[[str], Any] | None = None
+    metavar: str | None = None
+    choices: Callable[[], Sequence[str]] | None = None
+    default: Any = None
+    switch: bool = False
+    show: Callable[[Any], str] = _value_text
+    stored: bool = False
+
+    @property
+    def dest(self) -> str:
+        return self.name[2:].replace("-", "_")
 
 
-def drop_config(args: argparse.Namespace) -> DropConfig:
-    """The :class:`~patchpack.drop.DropConfig` the drop flags describe."""
-    rate = float(getattr(args, "drop_rate", 0.0) or 0.0)
-    kind = getattr(args, "drop_kind", None) or ("constant" if rate else "none")
-    kw: dict[str, Any] = {"kind": kind, "rate": rate if kind == "constant" else 0.0}
-    if getattr(args, "drop_max", None) is not None:
-        kw["rate_max"] = args.drop_max
-    return DropConfig(**kw)
+_OPT_INT = optional(positive_int)
+_F = Flag
+FLAGS: tuple[Flag, ...] = (
+    # packing
+    _F("--seq-len", "pack__seq_len", "L, tokens per packed sequence", "packing", positive_int, "L", stored=True),
+    _F("--max-per-seq", "max_per_seq", "E, examples per sequence at most, also the example slots of a batch row "
+       "(none: no cap; rows then have as many slots as the batch's fullest row)", "packing", _OPT_INT, "E"),
+    _F("--batch-size", "batch_size", "packed sequences (rows) per batch", "packing", positive_int, "B"),
+    _F("--buffer-size", "pack__buffer_size", "examples the packer holds while it fills sequences; more: less "
+       "padding, more memory and a longer wait per example", "packing", positive_int, "N"),
+    _F("--buffer-bytes", "pack__buffer_bytes", "bytes of compressed examples the packer may hold per worker "
+       "(none: no cap); 256M, 1G", "packing", optional(byte_size), "BYTES", show=_bytes_text),
+    _F("--packer", "pack__algorithm", "packing algorithm", "packing", str, "NAME", choices=_packers),
+    _F("--max-wait", "pack__max_wait", "most examples that may arrive after an example before its sequence is "
+       "sent (none: twice --buffer-size)", "packing", _OPT_INT, "N"),
+    _F("--max-open", "pack__max_open", "sequences with free space kept open for later examples (bfd)", "packing",
+       non_negative_int, "N"),
+    # resolution
+    _F("--patch-size", "fit__patch_size", "p, patch side in pixels", "fit", positive_int, "P", stored=True),
+    _F("--max-patches", "fit__max_patches", "patch budget per frame: larger examples are shrunk to fit (none: "
+       "no budget)", "fit", _OPT_INT, "N", stored=True),
+    _F("--fit-mode", "fit__mode", "resolution of each example: its own (native) or drawn per example (NaViT "
+       "3.2: side-* draws the side sqrt(h*w), area-* the area)", "fit", str, "MODE", choices=_fit_modes),
+    _F("--fit-side-min", "fit__side_min", "drawn modes: smallest side sqrt(h*w) in pixels", "fit", positive_int, "PX"),
+    _F("--fit-side-max", "fit__side_max", "drawn modes: largest side in pixels (none: the largest the patch "
+       "budget holds, p*sqrt(--max-patches))", "fit", _OPT_INT, "PX"),
+    _F("--fit-truncnorm-mean", "fit__truncnorm_mean", "*-truncnorm modes: mean of the normal on [-1, 1] "
+       "(-1 = --fit-side-min, 1 = --fit-side-max)", "fit", number, "U"),
+    _F("--fit-truncnorm-std", "fit__truncnorm_std", "*-truncnorm modes: its standard deviation", "fit",
+       positive_float, "U"),
+    # token dropping
+    _F("--drop-kind", "drop__kind", "how each example's drop rate is drawn (a --drop-rate alone means constant)",
+       "drop", str, "KIND", choices=_drop_kinds),
+    _F("--drop-rate", "drop__rate", "constant: share of each example's tokens dropped", "drop", fraction, "RATE"),
+    _F("--drop-rate-max", "drop__rate_max", "beta, resolution: the highest rate", "drop", fraction, "RATE"),
+    _F("--drop-beta-mean", "drop__beta_mean", "beta: mean drop rate (none: --drop-rate-max / 2)", "drop",
+       optional(fraction), "RATE"),
+    _F("--drop-beta-var", "drop__beta_var", "beta: variance of rate / --drop-rate-max (none: 0.3 u(1-u), NaViT A.4)",
+       "drop", optional(positive_float), "VAR"),
+    _F("--drop-res-slope", "drop__res_slope", "resolution: mean rate = slope x tokens + intercept", "drop", number, "X"),
+    _F("--drop-res-intercept", "drop__res_intercept", "resolution: the intercept of that line", "drop", number, "X"),
+    _F("--drop-res-std", "drop__res_std", "resolution: standard deviation around the mean", "drop", positive_float,
+       "X"),
+    _F("--drop-schedule", "drop__schedule", "how the rate changes over the run (needs --drop-schedule-epochs)",
+       "drop", str, "NAME", choices=_drop_schedules),
+    _F("--drop-rho-max", "drop__rho_max", "schedule: multiplier of the rate at the start", "drop",
+       non_negative_float, "X"),
+    _F("--drop-rho-min", "drop__rho_min", "schedule: multiplier of the rate at the end", "drop", non_negative_float,
+       "X"),
+    _F("--drop-sigmoid-sharpness", "drop__sigmoid_sharpness", "sigmoid schedule: its steepness", "drop",
+       positive_float, "X"),
+    _F("--drop-schedule-epochs", "drop__schedule_epochs", "schedule: length of the run in epochs", "drop",
+       optional(positive_float), "EPOCHS"),
+    # video
+    _F("--frames", "video__frames", "frames sampled per clip", "video", positive_int, "N"),
+    _F("--fps", "video__fps", "frames per second sampled (none: --frames spread over the clip)", "video",
+       optional(positive_float), "FPS"),
+    _F("--tubelet", "video__tubelet", "frames per tubelet (one token spans this many frames)", "video",
+       positive_int, "PT"),
+    _F("--video-tokens", "video__max_tokens", "tokens per video at most; frames are traded against resolution "
+       "(none: no cap)", "video", _OPT_INT, "N"),
+    # reading
+    _F("--decode-threads", "decode_threads", "threads per worker that decode, resize and tokenize (batches are "
+       "the same for any value)", "reading", positive_int, "N"),
+    _F("--max-member-bytes", "max_member_bytes", "largest tar member or file read; larger ones are error "
+       "records, never read", "reading", byte_size, "BYTES", show=_bytes_text),
+    _F("--verify", "verify", "how patchpack shards are checked against their manifest", "reading", str, "HOW",
+       choices=lambda: ("sha256", "size", "none")),
+    _F("--image-column", "image_column", "parquet and datasets sources: the column holding the image (none: "
+       "the first image column)", "reading", optional(str), "NAME"),
+    _F("--remote-retries", "remote_retries", "re-opens per remote shard (s3://, https://) after a failed read",
+       "reading", non_negative_int, "N"),
+    _F("--follow-outside-links", "follow_outside_links", "folder sources: read symlinks that lead out of the "
+       "folder", "reading", switch=True),
+    _F("--seed", "seed", "seed of every random choice (shard order, sizes, drop rates)", "reading", int, "N"),
+    _F("--errors", "errors_path", "write every error record to FILE (JSON lines)", "reading", optional(str),
+       "FILE"),
+    # labels and text
+    _F("--label-field", "label_field", "member holding the labels: cls, any member name (label), or "
+       "json:<key>", "labels", str, "NAME"),
+    _F("--fields", "fields", "text fields carried with each example, comma-separated: a member (txt) or "
+       "json:<key>; a trailing ? makes one optional", "labels", name_list, "NAMES"),
+    _F("--text-field", "text_field", "the field that fills batch texts (none: the first of --fields)", "labels",
+       optional(str), "NAME"),
+    _F("--num-classes", "num_classes", "C: give batches multi-hot targets over C classes (none: no targets)",
+       "labels", _OPT_INT, "C"),
+    # run flags (about the command, not the loader)
+    _F("--workers", None, "worker processes (0: all work in this process)", "run", non_negative_int, "N", default=0),
+    _F("--progress", None, "progress bars on stderr (default: when stderr is a terminal)", "run", switch=True),
+    _F("--json", None, "print one JSON object instead of the summary", "run", default=False),
+)
+
+#: group -> its flags' names
+GROUPS: dict[str, tuple[str, ...]] = {}
+for _flag in FLAGS:
+    GROUPS.setdefault(_flag.group, ())
+    GROUPS[_flag.group] += (_flag.name,)
+#: the groups of loader flags
+LOADER_GROUPS = ("packing", "fit", "drop", "video", "reading", "labels")
+_BY_NAME = {f.name: f for f in FLAGS}
+_BY_KEY = {f.key: f for f in FLAGS if f.key is not None}
 
 
-def add_seed(parser: argparse.ArgumentParser, default: int | None = 0) -> None:
-    parser.add_argument("--seed", type=int, default=default, help="seed of every random choice")
+def flag(name: str) -> Flag:
+    """The shared flag called ``name`` (``"--seq-len"``)."""
+    return _BY_NAME[name]
 
 
-#: the reading flags, by loader option
-READING = ("decode_threads", "buffer_bytes", "max_member_bytes", "verify")
+def flag_for_key(key: str) -> Flag | None:
+    """The shared flag that sets loader option ``key`` (``"pack__seq_len"``), if any."""
+    return _BY_KEY.get(key)
 
 
-def add_reading(parser: argparse.ArgumentParser, options: tuple[str, ...] = READING) -> None:
-    """``--decode-threads --buffer-bytes --max-member-bytes --verify`` (those in ``options``): how
-    the loader reads and how much memory it may hold (defaults: :class:`~patchpack.config.LoaderConfig`'s)."""
+def loader_default(key: str) -> Any:
+    """The default of loader option ``key``: :class:`~patchpack.config.LoaderConfig`'s (a video
+    option: :class:`~patchpack.decode.video.config.VideoConfig`'s)."""
     from ..config import LoaderConfig
 
-    d = LoaderConfig()
-    group = parser.add_argument_group("reading and memory")
-    if "decode_threads" in options:
-        group.add_argument("--decode-threads", type=positive_int, default=d.decode_threads, metavar="N",
-                           help=f"threads per worker that decode, resize and tokenize (default {d.decode_threads}; "
-                                "batches are the same for any value)")
-    if "buffer_bytes" in options:
-        group.add_argument("--buffer-bytes", type=_byte_size_or_none, default=d.pack.buffer_bytes, metavar="BYTES",
-                           help=f"byte budget of the examples the packer holds, or 'none' "
-                                f"(default {_mib(d.pack.buffer_bytes)})")
-    if "max_member_bytes" in options:
-        group.add_argument("--max-member-bytes", type=byte_size, default=d.max_member_bytes, metavar="BYTES",
-                           help=f"largest tar member or file read; larger ones are reported, never read "
-                                f"(default {_mib(d.max_member_bytes)})")
-    if "verify" in options:
-        group.add_argument("--verify", choices=("sha256", "size", "none"), default=d.verify,
-                           help=f"how patchpack shards are checked against their manifest (default {d.verify})")
+    section, _, name = key.rpartition("__")
+    if section == "video":
+        from ..decode.video.config import VideoConfig
+
+        return getattr(VideoConfig(), name)
+    return getattr(getattr(LoaderConfig(), section) if section else LoaderConfig(), name)
 
 
-def _byte_size_or_none(text: str) -> int | None:
-    return None if text.strip().lower() == "none" else byte_size(text)
+class _Choices:
+    """Allowed values computed when first needed (argparse asks only when the flag is given)."""
+
+    def __init__(self, make: Callable[[], Sequence[str]]) -> None:
+        self.make, self._values = make, None
+
+    def values(self) -> Sequence[str]:
+        if self._values is None:
+            self._values = tuple(self.make())
+        return self._values
+
+    def __contains__(self, value: object) -> bool:
+        return value in self.values()
+
+    def __iter__(self):
+        return iter(self.values())
 
 
-def _mib(n: int | None) -> str:
-    return "none" if n is None else f"{n // 2**20}M" if n % 2**20 == 0 else str(n)
+def _add(parser: argparse.ArgumentParser, f: Flag) -> None:
+    kw: dict[str, Any] = {"dest": f.dest, "help": f.help}
+    if f.switch:
+        kw["action"] = argparse.BooleanOptionalAction
+    elif f.type is None:
+        kw["action"] = "store_true"
+    else:
+        kw.update(type=f.type, metavar=f.metavar)
+        if f.choices is not None:
+            kw["choices"] = _Choices(f.choices)
+    kw["default"] = argparse.SUPPRESS if f.key is not None else f.default
+    action = parser.add_argument(f.name, **kw)
+    action.shared_flag = f  # read by HelpFormatter and options.given
 
 
-def reading_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The loader options (``make_loader(**options)``) the reading flags given describe."""
-    return {name: getattr(args, name) for name in READING if hasattr(args, name)}
+def add_flags(parser: argparse.ArgumentParser, groups: Sequence[str] | None = None, *, exclude: Sequence[str] = (),
+              only: Sequence[str] = ()) -> None:
+    """Add the shared flags of ``groups`` (each group under its own heading; default: every loader
+    group, :data:`LOADER_GROUPS`, unless ``only`` is given), less the flag names in ``exclude``, plus
+    the single flags named in ``only`` (``only=("--workers",)``)."""
+    if groups is None:
+        groups = () if only else LOADER_GROUPS
+    titles = {"packing": "packing", "fit": "resolution", "drop": "token dropping",
+              "video": "video (any of these decodes video members)", "reading": "reading, seed and errors",
+              "labels": "labels and text", "run": "run"}
+    for g in groups:
+        names = [n for n in GROUPS[g] if n not in exclude]
+        if names:
+            sub = parser.add_argument_group(titles[g])
+            for n in names:
+                _add(sub, _BY_NAME[n])
+    for n in only:
+        _add(parser, _BY_NAME[n])
 
 
-#: command-line option -> ``VideoConfig`` field
-_VIDEO_OPTIONS = {"frames": "frames", "fps": "fps", "tubelet": "tubelet", "video_tokens": "max_tokens"}
+def add_config(parser: argparse.ArgumentParser) -> None:
+    """``--config FILE``: loader options from a TOML or YAML file; flags override it."""
+    parser.add_argument("--config", metavar="FILE", default=None,
+                        help="loader options from a TOML (.toml) or YAML (.yaml) file, as `patchpack config` "
+                             "prints them; flags given override it")
 
 
-def add_video(parser: argparse.ArgumentParser) -> None:
-    """``--frames --fps --tubelet --video-tokens``; any of them enables video members."""
-    video = parser.add_argument_group("video (any of these enables video members)")
-    video.add_argument("--frames", type=non_negative_int, default=None, help="frames sampled per clip")
-    video.add_argument("--fps", type=positive_float, default=None, help="sampling rate in frames per second")
-    video.add_argument("--tubelet", type=positive_int, default=None, help="frames per tubelet pt")
-    video.add_argument("--video-tokens", type=positive_int, default=None,
-                       help="total tokens per video; frames are traded against resolution")
-    _alias(video, "--video-frames", dest="frames", type=non_negative_int)
-    _alias(video, "--video", dest="video_default", action="store_true")
+def given(args: argparse.Namespace) -> dict[str, Any]:
+    """The loader options the user typed as flags: ``{key: value}`` (``with_overrides`` keys)."""
+    return {f.key: getattr(args, f.dest) for f in FLAGS if f.key is not None and hasattr(args, f.dest)}
 
 
-def video_config(args: argparse.Namespace) -> Any | None:
-    """The ``VideoConfig`` the video flags describe, or ``None`` when none is given (``--frames 0``: none)."""
-    given = {f: getattr(args, o) for o, f in _VIDEO_OPTIONS.items() if getattr(args, o, None) is not None}
-    if given.get("frames") == 0:  # the old `--video-frames 0`: images only
-        return None
-    if not given and not getattr(args, "video_default", False):
-        return None
-    from ..decode.video.config import VideoConfig
+class HelpFormatter(argparse.HelpFormatter):
+    """Help lines end with the flag's default (loader flags: the config's, read only now) and its choices."""
 
-    return VideoConfig(**given)
+    def _get_help_string(self, action: argparse.Action) -> str:
+        f: Flag | None = getattr(action, "shared_flag", None)
+        text = action.help or ""
+        if f is None:
+            return text
+        if f.choices is not None:
+            text += f"; one of {', '.join(f.choices())}"
+        default = f.default if f.key is None else loader_default(f.key)
+        if not (f.key is None and f.switch and f.default is None):
+            text += f" (default {f.show(default)}" + ("; patchpack shards: theirs" if f.stored else "") + ")"
+        return text.replace("%", "%%")

@@ -1,4 +1,9 @@
-"""``patchpack preprocess URLS... --out DIR``: webdataset shards to patchpack Arrow shards (see :mod:`patchpack.offline`)."""
+"""``patchpack preprocess URLS... --out DIR``: webdataset shards to patchpack Arrow shards (see :mod:`patchpack.offline`).
+
+The shared flags say what is stored (resolution, video, labels and text fields; with
+``--packed`` also the packing and dropping); ``patchpack stats OUT`` and ``patchpack train OUT``
+then read the patch size and budget back from the shards. numpy only: torch is never imported.
+"""
 
 from __future__ import annotations
 
@@ -7,51 +12,46 @@ import json
 import sys
 from pathlib import Path
 
-from ..fit.image import MODES, FitConfig
-from ..errors import ErrorRecord
-from ..offline.config import ENGINES, PreprocessConfig
-from ..pack.config import PackConfig
-from . import checks, flags
+from . import checks, flags, options
 
 __all__ = ["add_arguments", "config_from_args", "run"]
 
+#: shared flags preprocessing has no use for (it runs processes, not decode threads; reads local shards)
+_UNUSED = ("--batch-size", "--decode-threads", "--image-column", "--remote-retries", "--follow-outside-links",
+           "--text-field", "--num-classes", "--errors")
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("urls", nargs="+", help="webdataset shards (brace patterns allowed)")
+    parser.add_argument("urls", nargs="+", help="webdataset shards (brace patterns allowed) or folders")
     parser.add_argument("--out", required=True, help="output folder (resumed when it holds a run)")
-    parser.add_argument("--workers", type=flags.positive_int, default=1,
-                        help="processes (local) or concurrent tasks (ray)")
-    parser.add_argument("--engine", choices=ENGINES, default="local")
-    parser.add_argument("--packed", action="store_true", help="store packed sequences instead of examples")
-    flags.add_seed(parser)
-    flags.add_fit(parser, 16, 256)
-    parser.add_argument("--fit-mode", choices=MODES, default="native",
-                        help="resolution policy (see patchpack.fit.image)")
-    flags.add_seq_len(parser, 1024)
-    flags.add_max_per_seq(parser)
-    flags.add_buffer_size(parser)
-    flags.add_drop(parser)
-    flags.add_video(parser)
-    flags.add_reading(parser, ("buffer_bytes", "max_member_bytes"))
-    parser.add_argument("--no-verify", action="store_true", help="on resume, check sizes instead of sha256")
+    parser.add_argument("--engine", choices=("local", "ray"), default="local",
+                        help="local processes, or Ray Data tasks (--workers at a time) (default local)")
+    parser.add_argument("--packed", action="store_true",
+                        help="store packed sequences (the packing and drop flags then apply) instead of examples")
     parser.add_argument("--overwrite", action="store_true", help="replace a run made with another config")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    flags.add_config(parser)
+    flags.add_flags(parser, exclude=_UNUSED)
+    flags.add_flags(parser, ("run",), exclude=("--json",))
 
 
-def config_from_args(args: argparse.Namespace) -> PreprocessConfig:
-    """The :class:`PreprocessConfig` the command line describes (``--seq-len``, ``--max-per-seq``,
-    ``--buffer-size``, ``--buffer-bytes`` and the drop flags matter only with ``--packed``)."""
-    return PreprocessConfig(
-        fit=FitConfig(patch_size=args.patch_size, max_patches=args.max_patches or None, mode=args.fit_mode),
-        video=flags.video_config(args), seed=args.seed, packed=args.packed,
-        pack=PackConfig(seq_len=args.seq_len, max_per_seq=args.max_per_seq, buffer_size=args.buffer_size,
-                        buffer_bytes=args.buffer_bytes),
-        drop=flags.drop_config(args), max_member_bytes=args.max_member_bytes,
-    )
+def config_from_args(args: argparse.Namespace):
+    """The :class:`~patchpack.offline.config.PreprocessConfig` the command line describes (packing and
+    dropping matter only with ``--packed``; ``--verify`` is how a resumed run checks finished shards)."""
+    from ..offline.config import PreprocessConfig
+
+    cfg = options.loader_config(args)
+    with checks.config_errors(options.in_user_words):
+        return PreprocessConfig(
+            fit=cfg.fit, image=cfg.image, video=cfg.video, seed=cfg.seed, label_field=cfg.label_field,
+            fields=cfg.fields, field_max_bytes=cfg.field_max_bytes, text_len=cfg.text_len, packed=args.packed,
+            pack=cfg.pack, drop=cfg.drop if args.packed else type(cfg.drop)(), max_member_bytes=cfg.max_member_bytes,
+        ), cfg
 
 
-def _records(out: Path, manifest: dict) -> list[ErrorRecord]:
+def _records(out: Path, manifest: dict) -> list:
     """The run's error records (``errors.jsonl`` of a finished run)."""
+    from ..errors import ErrorRecord
+
     path = out / (manifest.get("errors_file") or "errors.jsonl")
     if not path.is_file():
         return []
@@ -64,18 +64,13 @@ def run(args: argparse.Namespace) -> int:
     from ..storage.manifest import ManifestError
 
     urls = checks.check_sources(args.urls)  # nothing is written for a path that does not exist
+    cfg, loader_cfg = config_from_args(args)
     checks.check_output_folder(args.out, "--out")
-    with checks.config_errors():
-        cfg = config_from_args(args)
-        if cfg.packed:  # packed shards skip oversize examples as the loader does: same trap check
-            from ..config import LoaderConfig
-
-            LoaderConfig(fit=cfg.fit, drop=cfg.drop, pack=cfg.pack, video=cfg.video)
+    progress = getattr(args, "progress", None)
     try:
-        m = preprocess(
-            urls, args.out, cfg, workers=args.workers, engine=args.engine,
-            verify=not args.no_verify, overwrite=args.overwrite, progress=not args.quiet,
-        )
+        m = preprocess(urls, args.out, cfg, workers=max(args.workers, 1 if args.engine == "ray" else 0),
+                       engine=args.engine, verify=loader_cfg.verify == "sha256", overwrite=args.overwrite,
+                       progress=progress if progress is not None else sys.stderr.isatty())
     except ManifestError as exc:  # another run's folder: a mistake in --out, said in one line
         raise checks.UsageError(str(exc)) from None
     except PermissionError as exc:  # a folder we may not write
@@ -88,9 +83,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"patchpack preprocess: error: {exc}", file=sys.stderr)
         return 1
     t = m["totals"]
-    print(
-        f"{len(m['shards'])} shard(s) -> {args.out}: {t['examples']:,} examples, {t['rows']:,} rows, "
-        f"{t['errors']:,} errors ({t['bytes'] / 2**20:.1f} MiB)"
-    )
+    print(f"{len(m['shards'])} shard(s) -> {args.out}: {t['examples']:,} examples, {t['rows']:,} rows, "
+          f"{t['errors']:,} errors ({t['bytes'] / 2**20:.1f} MiB)")
     return checks.report_outcome("preprocess", t["examples"], _records(Path(args.out), m), urls=urls,
                                  video=cfg.video, label_field=cfg.label_field)

@@ -1,4 +1,10 @@
-"""``patchpack simulate --seq-len L``: pack a synthetic NaViT-like stream (see :mod:`patchpack.pack.simulate`)."""
+"""``patchpack simulate``: pack a synthetic NaViT-like stream (see :mod:`patchpack.pack.simulate`).
+
+The stream goes through the loader's own fit, drop and packer under the shared flags, with the
+loader's defaults, so its figures hold for a run with the same flags. ``--source-side-min``
+and ``--source-side-max`` set the synthetic sources' longer side (not the fit's range, which
+``--fit-side-min``/``--fit-side-max`` set). numpy only: torch is never imported.
+"""
 
 from __future__ import annotations
 
@@ -6,52 +12,53 @@ import argparse
 import json
 import math
 
-from ..pack import PACKERS
-from ..pack.simulate import SimConfig, simulate
-from ..stats import PackStats
-from . import checks, flags
+from . import checks, flags, options
 
 __all__ = ["add_arguments", "run"]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    flags.add_seq_len(p, None, required=True)
     p.add_argument("--examples", type=flags.positive_int, default=100_000, help="synthetic examples (default 100000)")
-    p.add_argument("--patch-size", type=flags.positive_int, default=16, help="patch side p in pixels (default 16)")
-    p.add_argument("--side-min", type=flags.positive_int, default=64, help="smallest long side in pixels (default 64)")
-    p.add_argument("--side-max", type=flags.positive_int, default=None, help="largest long side (default p*sqrt(L))")
-    p.add_argument("--packer", choices=PACKERS.names(), default="bfd", help="packing algorithm (default bfd)")
-    flags.add_buffer_size(p, 1024)
-    p.add_argument("--max-wait", type=flags.positive_int, default=None,
-                   help="age bound in arrivals for open sequences (default 2*buffer size)")
-    flags.add_max_per_seq(p)
-    p.add_argument("--max-open", type=flags.non_negative_int, default=0, help="bfd sequences carried open with free space (default 0)")
-    flags.add_drop(p, kind="none", rate=0.25, legacy="kind", rate_max=True)
-    flags.add_seed(p)
-    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--source-side-min", type=flags.positive_int, default=64,
+                   help="smallest longer side of the synthetic sources in pixels (default 64)")
+    p.add_argument("--source-side-max", type=flags.positive_int, default=None,
+                   help="largest longer side of the synthetic sources (default p*sqrt(L), a square filling a sequence)")
+    flags.add_config(p)
+    flags.add_flags(p, ("packing", "fit", "drop"), exclude=("--buffer-bytes",))
+    flags.add_flags(p, only=("--seed", "--json"))
 
 
 def run(args: argparse.Namespace) -> int:
-    side_max = args.side_max or int(args.patch_size * math.sqrt(args.seq_len))
-    if side_max < args.side_min:
-        how = "" if args.side_max else f" = --patch-size {args.patch_size} x sqrt(--seq-len {args.seq_len})"
+    from ..pack.simulate import SimConfig, simulate
+    from ..stats import PackStats
+    from ..viz.report import PackingCost, summary_text
+
+    cfg = options.loader_config(args)  # what the loader would refuse (a batch larger than memory too) is refused
+    p, seq_len = cfg.patch_size, cfg.pack.seq_len
+    side_max = args.source_side_max or int(p * math.sqrt(seq_len))
+    if side_max < args.source_side_min:
+        how = "" if args.source_side_max else f" = --patch-size {p} x sqrt(--seq-len {seq_len})"
         raise checks.UsageError(
-            f"the largest long side ({side_max} px{how}) is below --side-min {args.side_min}: "
-            "lower --side-min or raise --side-max" + ("" if args.side_max else " / --seq-len"))
-    with checks.config_errors():
-        drop = flags.drop_config(args)
-        cfg = SimConfig(
-            examples=args.examples, seq_len=args.seq_len, patch_size=args.patch_size, side_min=args.side_min,
-            side_max=args.side_max, buffer_size=args.buffer_size, max_wait=args.max_wait,
-            max_per_seq=args.max_per_seq, max_open=args.max_open, algorithm=args.packer, drop=drop, seed=args.seed,
+            f"the largest source side ({side_max} px{how}) is below --source-side-min {args.source_side_min}: "
+            "lower --source-side-min or raise --source-side-max" + ("" if args.source_side_max else " / --seq-len"))
+    pack = cfg.pack
+    with checks.config_errors(options.in_user_words):
+        sim = SimConfig(
+            examples=args.examples, seq_len=seq_len, patch_size=p, side_min=args.source_side_min,
+            side_max=args.source_side_max, fit=cfg.fit, buffer_size=pack.buffer_size, max_wait=pack.max_wait,
+            max_per_seq=pack.max_per_seq, max_open=pack.max_open, algorithm=pack.algorithm, drop=cfg.drop,
+            seed=cfg.seed,
         )
-        cfg.pack_config  # noqa: B018 - the packing options are checked before the run
-    result = simulate(cfg)
+    result = simulate(sim)
+    stats = PackStats.from_dict(result["stats"])
+    cost = PackingCost.of(stats, cfg)
     if args.json:
-        print(json.dumps(result))
+        print(json.dumps({**result, "cost": cost.to_dict()}))
         return 0
-    print(f"simulated {cfg.examples:,} examples, L={cfg.seq_len}, packer={cfg.algorithm}, buffer={cfg.buffer_size}")
-    print(PackStats.from_dict(result["stats"]).summary())
-    print(f"offline BFD padding {100 * result['offline_padding_fraction']:.3f}%   "
-          f"packer speed {result['examples_per_second']:,.0f} examples/s")
+    print(f"simulated {sim.examples:,} examples: L={seq_len}, p={p}, budget {cfg.fit.patch_budget} patches, "
+          f"packer {sim.algorithm}, buffer {sim.buffer_size}")
+    print(summary_text(stats, cost))
+    print(f"{'offline packing':<17} {100 * result['offline_padding_fraction']:.3f}% padding (best-fit decreasing "
+          f"over all examples at once)")
+    print(f"{'packer speed':<17} {result['examples_per_second']:,.0f} examples/s")
     return 0

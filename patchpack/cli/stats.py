@@ -1,12 +1,16 @@
 """``patchpack stats``: run the pipeline over shards without a model and report packing.
 
-Prints :meth:`PackStats.summary` (or, with ``--json``, one JSON object with at least
-``examples`` (packed), ``sequences``, ``padding_fraction``, ``errors`` (count) and
-``error_kinds`` (kind -> count)). A progress bar is shown when stderr is a terminal.
-``--errors FILE`` writes every error record as JSONL; ``--report DIR`` writes the
-figures of :mod:`patchpack.viz.report`. Video flags (:mod:`patchpack.cli.flags`): giving
-any of them enables video members. Exits with 1 when no example came through or a source
-could not be opened (see :mod:`patchpack.cli.checks`).
+Prints what packing achieved and what the same data would cost without it
+(:func:`patchpack.viz.report.summary_text`), how fast batches came, and the errors; with
+``--json``, one JSON object (:meth:`PackStats.to_dict` plus ``cost`` and ``data_wait``).
+``--errors FILE`` writes every error record as JSON lines; ``--report DIR`` writes the figures
+and ``index.html`` of :mod:`patchpack.viz.report`. Both are checked before any work.
+
+Without ``--workers`` the command runs one worker stream in this process
+(:func:`patchpack.pipeline.stream.worker_stream`, numpy only: torch is never imported); with
+``--workers N`` it runs the loader's DataLoader, as training would. Both give the same
+statistics. Exits with 1 when no example came through or a source could not be opened (see
+:mod:`patchpack.cli.checks`).
 """
 
 from __future__ import annotations
@@ -14,86 +18,132 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
+from typing import Iterator
 
-from ..config import LoaderConfig
-from ..fit.image import FitConfig
-from ..pack.config import PackConfig
-from . import checks, flags
+from . import checks, flags, options
 
-__all__ = ["add_arguments", "run", "build_config"]
+__all__ = ["add_arguments", "run", "build_config", "Tally"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("urls", nargs="+", help="shard urls (brace patterns allowed) or image folders")
-    flags.add_seq_len(parser, 1024)
-    flags.add_fit(parser, 16, 256)
-    flags.add_max_per_seq(parser)
-    flags.add_buffer_size(parser)
-    parser.add_argument("--batch-size", type=flags.positive_int, default=8, help="sequences per batch (default 8)")
-    flags.add_drop(parser)
-    parser.add_argument("--workers", type=flags.non_negative_int, default=0,
-                        help="DataLoader worker processes (default 0)")
-    flags.add_seed(parser)
-    parser.add_argument("--limit", type=flags.positive_int, default=None, help="stop after this many batches")
-    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a summary")
-    parser.add_argument("--errors", metavar="FILE", default=None, help="write error records to FILE (JSONL)")
-    parser.add_argument("--report", metavar="DIR", default=None, help="write figures and tables to DIR")
+    parser.add_argument("urls", nargs="+", help="shard urls (brace patterns allowed), folders, patchpack shards")
+    flags.add_config(parser)
+    flags.add_flags(parser)
+    flags.add_flags(parser, ("run",))
+    parser.add_argument("--limit", type=flags.positive_int, default=None, metavar="N",
+                        help="stop after N batches (default: read everything)")
+    parser.add_argument("--report", metavar="DIR", default=None, help="write the figures and index.html to DIR")
     parser.add_argument("--report-format", choices=("png", "html"), default="html",
-                        help="png: figures only; html: figures plus index.html and stats.json (default)")
-    parser.add_argument("--no-progress", action="store_true", help="never show a progress bar")
-    flags.add_video(parser)
-    flags.add_reading(parser)
+                        help="png: figures only; html: figures, index.html and stats.json (default html)")
 
 
-def build_config(args: argparse.Namespace) -> LoaderConfig:
-    """The :class:`~patchpack.config.LoaderConfig` the command line describes."""
-    return LoaderConfig(
-        fit=FitConfig(patch_size=args.patch_size, max_patches=args.max_patches),
-        drop=flags.drop_config(args),
-        pack=PackConfig(seq_len=args.seq_len, max_per_seq=args.max_per_seq, buffer_size=args.buffer_size),
-        video=flags.video_config(args),
-        batch_size=args.batch_size,
-        seed=args.seed,
-        errors_path=args.errors,
-    ).with_overrides(**flags.reading_options(args))
+def build_config(args: argparse.Namespace, urls: list[str] | None = None):
+    """The :class:`~patchpack.config.LoaderConfig` the command line describes (see
+    :func:`patchpack.cli.options.loader_config`)."""
+    return options.loader_config(args, urls)
+
+
+class Tally:
+    """What a run without a DataLoader keeps: merged stats, error records (also appended to the
+    config's errors file) and each batch's delivery time."""
+
+    def __init__(self, cfg) -> None:
+        from ..stats import PackStats
+
+        self.cfg, self.stats, self.errors, self.waits = cfg, PackStats(), [], []
+        self.loader = None  # the DataLoader, when the run has workers
+
+    def absorb(self, info) -> None:
+        self.stats.merge(info.stats)
+        if info.errors:
+            self.errors.extend(info.errors)
+            if self.cfg.errors_path:
+                with open(self.cfg.errors_path, "a", encoding="utf-8") as fh:
+                    for rec in info.errors:
+                        rec.write_jsonl(fh)
+
+
+def _in_process(urls: list[str], cfg, tally: Tally) -> Iterator[int]:
+    """The rows of each batch of one worker stream run here (no torch), as a loader without
+    workers gives them."""
+    from ..config import check_stored_shards
+    from ..pipeline.sources import Sources
+    from ..pipeline.stored_rows import check_stored_seq_len, serves_packed
+    from ..pipeline.stream import WorkerPosition, worker_stream
+
+    with checks.config_errors(options.in_user_words):
+        sources = Sources(urls, cfg)
+        check_stored_shards(sources.urls, cfg)
+        stored = serves_packed(sources.urls, cfg)
+        if stored:
+            check_stored_seq_len(sources.urls, cfg)
+    last = time.perf_counter()
+    for item in worker_stream(sources, WorkerPosition(0, 1, 0), stored=stored):
+        tally.absorb(item.info)
+        if not item.info.empty:
+            now = time.perf_counter()
+            tally.waits.append(now - last)
+            yield len(item.rows)
+            last = time.perf_counter()
+
+
+def _with_workers(urls: list[str], cfg, workers: int, tally: Tally) -> Iterator[int]:
+    from ..loader import make_loader
+
+    with checks.config_errors(options.in_user_words):
+        loader = make_loader(urls, cfg, num_workers=workers)
+    tally.loader = loader
+    for batch in loader:
+        tally.stats, tally.errors = loader.stats, loader.errors
+        yield batch.batch_size
+    tally.stats, tally.errors = loader.stats, loader.errors
+
+
+def _wait(tally: Tally) -> dict:
+    """Batch delivery times: the loader's :class:`~patchpack.loader.wait.DataWait` with workers, else
+    the time each batch took to make here."""
+    if tally.loader is not None:
+        return tally.loader.data_wait.to_dict()
+    import numpy as np
+
+    w = np.asarray(tally.waits, float)
+    wall = float(w.sum())
+    return {"batches": len(w), "waited_s": wall, "mean_s": float(w.mean()) if len(w) else 0.0,
+            "p95_s": float(np.percentile(w, 95)) if len(w) else 0.0, "longest_s": float(w.max()) if len(w) else 0.0,
+            "wall_s": wall, "share": 1.0 if len(w) else 0.0}
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..loader import make_loader
+    from ..viz.report import PackingCost, summary_text
 
     urls = checks.check_sources(args.urls)
-    checks.check_output_folder(args.report, "--report")
-    with checks.config_errors():
-        cfg = build_config(args)
-        loader = make_loader(urls, cfg, num_workers=args.workers)
-    if args.errors:
-        open(args.errors, "w").close()  # start a fresh file; the loader appends
-    bar = None
-    if not args.no_progress and sys.stderr.isatty():
-        from tqdm import tqdm
-
-        bar = tqdm(unit=" seq", file=sys.stderr, dynamic_ncols=True)
-    try:
-        for i, batch in enumerate(loader):
-            if bar is not None:
-                bar.update(batch.batch_size)
-                bar.set_postfix(examples=loader.stats.examples, pad=f"{loader.stats.padding_fraction:.1%}",
-                                errors=loader.stats.errors, refresh=False)
-            if args.limit is not None and i + 1 >= args.limit:
-                break
-    finally:
+    cfg = build_config(args, urls)
+    checks.check_output_file(cfg.errors_path, "--errors")
+    checks.check_output_folder(args.report, "--report", create=True)
+    tally = Tally(cfg)
+    batches = _with_workers(urls, cfg, args.workers, tally) if args.workers else _in_process(urls, cfg, tally)
+    bar = options.progress_bar(args, unit=" seq")
+    for i, rows in enumerate(batches):
         if bar is not None:
-            bar.close()
-    stats = loader.stats
+            bar.update(rows)
+            bar.set_postfix(examples=tally.stats.examples, padding=f"{tally.stats.padding_fraction:.1%}",
+                            errors=tally.stats.errors, refresh=False)
+        if args.limit is not None and i + 1 >= args.limit:
+            break
+    if bar is not None:
+        bar.close()
+    stats, wait = tally.stats, _wait(tally)
+    cost = PackingCost.of(stats, cfg)
     if args.report:
         from ..viz.report import write_report
 
-        paths = write_report(stats, args.report, fmt=args.report_format)
-        main_page = next((p for p in paths if p.suffix == ".html"), paths[0] if paths else args.report)
+        paths = write_report(stats, args.report, fmt=args.report_format, cost=cost, wait=wait)
+        main_page = next((p for p in paths if p.suffix == ".html"), paths[-1] if paths else args.report)
         print(f"report: {main_page}", file=sys.stderr if args.json else sys.stdout)
     if args.json:
-        print(json.dumps(stats.to_dict(), sort_keys=True))
+        print(json.dumps({**stats.to_dict(), "cost": cost.to_dict(), "data_wait": wait}, sort_keys=True))
     else:
-        print(stats.summary())
-    return checks.report_outcome("stats", stats.examples, loader.errors, urls=urls, video=cfg.video,
+        print(summary_text(stats, cost, wait, workers=args.workers))
+    return checks.report_outcome("stats", stats.examples, tally.errors, urls=urls, video=cfg.video,
                                  seq_len=cfg.pack.seq_len, label_field=cfg.label_field)

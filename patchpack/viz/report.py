@@ -1,18 +1,26 @@
-"""Packing reports: histograms of a :class:`~patchpack.stats.PackStats` as PNG files or an HTML page.
+"""Packing reports a person reads at a glance: a text summary, PNG figures and one HTML page.
 
-:func:`write_report` draws, with matplotlib's non-interactive Agg backend, one PNG per
-figure plus an ``overview.png`` holding all of them:
+:class:`PackingCost` puts what packing achieved beside what the same examples would cost
+without it: one example per sequence of ``L`` tokens, or each example padded to the patch
+budget (the longest example the fit allows). :func:`summary_text` says it in a few lines
+(``patchpack stats``, ``patchpack simulate``). :func:`write_report` draws, with
+matplotlib's non-interactive Agg backend (imported only then), one PNG per figure and an
+``overview.png`` holding all of them:
 
-* ``tokens_per_example.png``: packed tokens per example (power-of-two buckets);
+* ``cost.png``: token slots needed with packing and without (the two ways above);
+* ``tokens_per_example.png``: kept tokens per example (log axis, power-of-two bins);
 * ``examples_per_sequence.png``: examples packed into one sequence;
-* ``resolution.png``: fitted grid height x width in patches (marker area = examples)
-  and the aspect ratio ``W / H`` of the fitted grids;
+* ``resolution.png``: fitted grid height x width in patches, and the aspect ratio ``W / H``;
 * ``drop_rates.png``: realised per-example drop fraction;
-* ``padding_per_sequence.png``: padding fraction of each sequence;
+* ``padding_per_sequence.png``: padding of each sequence (log count axis: the few sequences
+  with much padding, often the last ones, stay visible);
 * ``errors.png``: error records by kind.
 
-With ``fmt="html"`` it also writes ``index.html`` (a summary table and the PNGs) and
-``stats.json`` (:meth:`PackStats.to_dict`), so the report can be reloaded and merged.
+With ``fmt="html"`` it also writes ``index.html`` (the summary, the cost table and every
+figure, ``overview.png`` included) and ``stats.json``: :meth:`PackStats.to_dict` (reloadable
+with :meth:`PackStats.from_dict`) plus ``cost``, ``data_wait`` and ``tokens_per_example_range``,
+the token histogram keyed by its range (``"129-256"``); ``tokens_per_example`` itself is keyed
+by ``k``, the bin of ``2**(k-1) < tokens <= 2**k`` (``histogram_keys`` says so in the file).
 """
 
 from __future__ import annotations
@@ -20,25 +28,135 @@ from __future__ import annotations
 import html
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-import matplotlib
+from ..stats import PackStats
 
-matplotlib.use("Agg")  # never open a window; safe in workers and headless CI
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.axes import Axes  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+if TYPE_CHECKING:  # pragma: no cover
+    from matplotlib.axes import Axes
 
-from ..stats import PackStats  # noqa: E402
-
-__all__ = ["write_report", "FIGURES", "REPORT_FORMATS"]
+__all__ = ["write_report", "FIGURES", "REPORT_FORMATS", "PackingCost", "summary_rows", "summary_text",
+           "bucket_range"]
 
 REPORT_FORMATS = ("png", "html")
+_BAR, _ERR, _PAD = "#4C72B0", "#C44E52", "#BBBBBB"
 
-_BAR = "#4C72B0"
-_ERR = "#C44E52"
+
+def bucket_range(k: int) -> str:
+    """The token range of power-of-two bin ``k`` of ``tokens_per_example``: ``"129-256"``."""
+    if k <= 0:
+        return "1"
+    lo, hi = 2 ** (k - 1) + 1, 2**k
+    return str(hi) if lo == hi else f"{lo}-{hi}"
+
+
+@dataclass(frozen=True)
+class PackingCost:
+    """Token slots (sequence positions the model computes on) with packing and without.
+
+    Attributes:
+        examples, tokens: examples packed and their kept tokens.
+        sequences, seq_len: packed sequences and ``L``.
+        budget: tokens of the longest example the fit allows (``None``: unbounded), the
+            length every example is padded to without packing in the second way.
+    """
+
+    examples: int
+    tokens: int
+    sequences: int
+    seq_len: int
+    budget: int | None = None
+
+    @classmethod
+    def of(cls, stats: PackStats, cfg: Any = None, budget: int | None = None) -> "PackingCost":
+        """From a run's stats and its :class:`~patchpack.config.LoaderConfig` (``L`` and the budget)."""
+        if cfg is not None:
+            from ..config import largest_example
+
+            budget = budget or largest_example(cfg)
+            seq_len = cfg.pack.seq_len
+        else:
+            seq_len = stats.capacity // stats.sequences if stats.sequences else 0
+        return cls(stats.examples, stats.tokens, stats.sequences, seq_len, budget)
+
+    @property
+    def packed(self) -> int:
+        return self.sequences * self.seq_len
+
+    @property
+    def one_per_sequence(self) -> int:
+        return self.examples * self.seq_len
+
+    @property
+    def padded_to_budget(self) -> int | None:
+        return None if self.budget is None else self.examples * self.budget
+
+    def times(self, slots: int | None) -> float:
+        """``slots`` as a multiple of the packed cost."""
+        return (slots or 0) / self.packed if self.packed else 0.0
+
+    def rows(self) -> list[tuple[str, int, int, float]]:
+        """``(way, sequences, token slots, padding share)``: packed, then the ways without packing."""
+        out = [(f"packed, {self.seq_len:,}-token sequences", self.sequences, self.packed),
+               (f"one example per {self.seq_len:,}-token sequence", self.examples, self.one_per_sequence)]
+        if self.padded_to_budget is not None:
+            out.append((f"each example padded to the {self.budget:,}-token budget", self.examples,
+                        self.padded_to_budget))
+        return [(w, n, s, 1 - self.tokens / s if s else 0.0) for w, n, s in out]
+
+    def to_dict(self) -> dict:
+        ways = ("packed", "one_per_sequence", "padded_to_budget")
+        return {"examples": self.examples, "tokens": self.tokens, "seq_len": self.seq_len, "budget": self.budget,
+                **{w: {"sequences": n, "token_slots": s, "padding": pad, "times_packed": self.times(s)}
+                   for w, (_, n, s, pad) in zip(ways, self.rows())}}
+
+
+def _wait_text(wait: dict | None, workers: int | None) -> str | None:
+    if not wait or not wait.get("batches"):
+        return None
+    ms = f"every {1e3 * wait['mean_s']:.1f} ms on average, 95% within {1e3 * wait['p95_s']:.1f} ms"
+    if workers:
+        return f"{ms}; waited {100 * wait['share']:.0f}% of {wait['wall_s']:.1f} s for data with {workers} workers"
+    return f"{ms} (made in this process, no model: the loader's own speed)"
+
+
+def summary_rows(stats: PackStats, cost: PackingCost | None = None, wait: dict | None = None,
+                 workers: int | None = None) -> list[tuple[str, str]]:
+    """``(what, value)`` lines of the summary, in plain words."""
+    cost = cost or PackingCost.of(stats)
+    rows = [
+        ("examples", f"{stats.examples:,} packed into {stats.sequences:,} sequences of {cost.seq_len:,} tokens "
+                     f"({stats.mean_examples_per_seq:.1f} per sequence)"),
+        ("padding", f"{100 * stats.padding_fraction:.1f}% of {stats.capacity:,} token slots"),
+        ("tokens", f"{stats.tokens:,} kept, {stats.dropped_tokens:,} dropped ({100 * stats.drop_fraction:.1f}% "
+                   f"of {stats.source_tokens:,})"),
+    ]
+    if stats.examples:
+        ways = cost.rows()[1:]
+        for i, (way, n, slots, _) in enumerate(ways):
+            rows.append(("without packing" if i == 0 else "", f"{way}: {n:,} sequences, {slots:,} token slots, "
+                                                              f"{cost.times(slots):.1f}x the packed cost"))
+        rows.append(("packer delay", f"an example stays in the packer while {stats.mean_wait:.0f} others arrive, "
+                                     f"on average (at most {stats.max_wait:,})"))
+    wait_line = _wait_text(wait, workers)
+    if wait_line:
+        rows.append(("batches came", wait_line))
+    if stats.texts:
+        rows.append(("texts", f"{stats.texts:,} tokenized, {stats.truncated_texts:,} cut to text_len"))
+    kinds = ", ".join(f"{k}={v}" for k, v in sorted(stats.error_kinds.items())) or "none"
+    rows.append(("errors", f"{stats.errors:,} ({kinds})"))
+    return rows
+
+
+def summary_text(stats: PackStats, cost: PackingCost | None = None, wait: dict | None = None,
+                 workers: int | None = None) -> str:
+    """The summary as aligned lines (what ``patchpack stats`` prints)."""
+    return "\n".join(f"{k:<17} {v}".rstrip() for k, v in summary_rows(stats, cost, wait, workers))
+
+
+# -- figures ---------------------------------------------------------------------------------------------------
 
 
 def _no_data(ax: Axes, what: str) -> None:
@@ -47,28 +165,51 @@ def _no_data(ax: Axes, what: str) -> None:
     ax.set_yticks([])
 
 
-def _pow2_label(k: int) -> str:
-    if k <= 0:
-        return "1"
-    lo, hi = 2 ** (k - 1) + 1, 2**k
-    return str(hi) if lo == hi else f"{lo}-{hi}"
+def _integer_y(ax: Axes) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
 
 
-def _plot_tokens(ax: Axes, s: PackStats) -> None:
+def _plot_cost(ax: Axes, s: PackStats, cost: PackingCost) -> None:
+    ax.set_title("Token slots needed: packed vs without packing")
+    if not s.examples:
+        return _no_data(ax, "packed examples")
+    rows = cost.rows()
+    ys = range(len(rows))
+    ax.barh(ys, [cost.tokens] * len(rows), color=_BAR, label="example tokens")
+    ax.barh(ys, [slots - cost.tokens for _, _, slots, _ in rows], left=cost.tokens, color=_PAD, label="padding")
+    ax.set_yticks(ys, [w.replace(", ", "\n", 1) if len(w) > 30 else w for w, *_ in rows], fontsize=8)
+    ax.invert_yaxis()
+    for y, (_, n, slots, _) in zip(ys, rows):
+        ax.text(slots, y, f" {cost.times(slots):.1f}x ({n:,} seq.)", va="center", fontsize=9)
+    ax.set_xlabel("token slots")
+    ax.margins(x=0.3)
+    ax.legend(loc="lower right", fontsize=8, frameon=False)
+
+
+def _plot_tokens(ax: Axes, s: PackStats, cost: PackingCost) -> None:
     ax.set_title("Tokens per example (after dropping)")
     if not s.tokens_per_example:
         return _no_data(ax, "packed examples")
     ks = sorted(int(k) for k in s.tokens_per_example)
-    ks = list(range(ks[0], ks[-1] + 1))  # show empty buckets in between
-    counts = [s.tokens_per_example.get(k, 0) for k in ks]
-    ax.bar(range(len(ks)), counts, color=_BAR)
-    ax.set_xticks(range(len(ks)), [_pow2_label(k) for k in ks], rotation=45, ha="right")
-    ax.set_xlabel("tokens per example (bucket)")
+    lefts = [2 ** (k - 1) if k > 0 else 0.5 for k in ks]
+    widths = [2**k - left for k, left in zip(ks, lefts)]
+    ax.bar(lefts, [s.tokens_per_example[k] for k in ks], width=widths, align="edge", color=_BAR, edgecolor="white")
+    ax.set_xscale("log", base=2)
+    lo, hi = min(lefts), 2 ** ks[-1]
+    step = max(1, math.ceil((math.log2(hi) - math.log2(lo)) / 10))
+    ticks = [2.0**e for e in range(int(math.log2(lo)), int(math.log2(hi)) + 1, step)]
+    ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+    ax.minorticks_off()
+    ax.set_xlabel("tokens in the example (bins: 2^(k-1) < n <= 2^k)")
     ax.set_ylabel("examples")
-    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    _integer_y(ax)
 
 
-def _plot_examples_per_seq(ax: Axes, s: PackStats) -> None:
+def _plot_examples_per_seq(ax: Axes, s: PackStats, cost: PackingCost) -> None:
+    from matplotlib.ticker import MaxNLocator
+
     ax.set_title(f"Examples per sequence (mean {s.mean_examples_per_seq:.2f})")
     if not s.examples_per_seq:
         return _no_data(ax, "sequences")
@@ -76,93 +217,88 @@ def _plot_examples_per_seq(ax: Axes, s: PackStats) -> None:
     ax.bar(ks, [s.examples_per_seq[k] for k in ks], color=_BAR, width=0.8)
     ax.set_xlabel("examples in the sequence")
     ax.set_ylabel("sequences")
-    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-    if len(ks) <= 30:
-        ax.set_xticks(ks)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=12))
+    _integer_y(ax)
 
 
-def _parse_hw(k: str) -> tuple[int, int] | None:
-    a, sep, b = str(k).partition("x")
-    try:
-        return (int(a), int(b)) if sep else None
-    except ValueError:
-        return None
+def _grid_points(s: PackStats) -> list[tuple[int, int, int]]:
+    out = []
+    for k, n in s.grids.items():
+        a, sep, b = str(k).partition("x")
+        if sep and a.isdigit() and b.isdigit():
+            out.append((int(a), int(b), n))
+    return out
 
 
-def _plot_grids(ax: Axes, s: PackStats) -> None:
+def _plot_grids(ax: Axes, s: PackStats, cost: PackingCost) -> None:
+    from matplotlib.ticker import MaxNLocator
+
     ax.set_title("Fitted resolution (grid in patches)")
-    pts = [(hw, n) for k, n in s.grids.items() if (hw := _parse_hw(k)) is not None]
+    pts = _grid_points(s)
     if not pts:
         return _no_data(ax, "examples")
-    h = np.array([p[0][0] for p in pts])
-    w = np.array([p[0][1] for p in pts])
-    n = np.array([p[1] for p in pts], dtype=float)
-    area = 20 + 280 * n / n.max()
-    sc = ax.scatter(w, h, s=area, c=n, cmap="viridis", alpha=0.8, edgecolors="k", linewidths=0.4)
-    ax.set_xlabel("grid width W (patches)")
-    ax.set_ylabel("grid height H (patches)")
-    top = max(h.max(), w.max()) + 1
-    ax.set_xlim(0, top)
-    ax.set_ylim(0, top)
+    h, w, n = (list(c) for c in zip(*pts))
+    top = max(max(h), max(w)) + 1
+    sc = ax.scatter(w, h, s=[20 + 280 * c / max(n) for c in n], c=n, cmap="viridis", alpha=0.8, edgecolors="k",
+                    linewidths=0.4)
+    ax.set(xlabel="grid width W (patches)", ylabel="grid height H (patches)", xlim=(0, top), ylim=(0, top))
     ax.plot([0, top], [0, top], ls=":", color="0.6", lw=1)  # square grids
     ax.set_aspect("equal", adjustable="box")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-    cb = ax.figure.colorbar(sc, ax=ax, label="examples", fraction=0.046, pad=0.04)
-    cb.locator = MaxNLocator(integer=True)
-    cb.update_ticks()
+    ax.figure.colorbar(sc, ax=ax, label="examples", fraction=0.046, pad=0.04)
 
 
-def _plot_aspect(ax: Axes, s: PackStats) -> None:
+def _plot_aspect(ax: Axes, s: PackStats, cost: PackingCost) -> None:
+    import numpy as np
+
     ax.set_title("Aspect ratio of fitted grids")
-    pts = [(hw, n) for k, n in s.grids.items() if (hw := _parse_hw(k)) is not None and min(hw) > 0]
+    pts = [(h, w, n) for h, w, n in _grid_points(s) if min(h, w) > 0]
     if not pts:
         return _no_data(ax, "examples")
-    logr = np.array([math.log2(w / h) for (h, w), _ in pts])
-    n = np.array([c for _, c in pts], dtype=float)
+    logr = np.array([math.log2(w / h) for h, w, _ in pts])
     lo, hi = min(logr.min(), -1.0), max(logr.max(), 1.0)
     step = 0.25 if hi - lo <= 8 else 0.5  # bins in log2 units, one centred on square grids
-    bins = (np.arange(math.floor(lo / step), math.ceil(hi / step) + 1) - 0.5) * step
-    bins = np.append(bins, bins[-1] + step)
-    ax.hist(logr, bins=bins, weights=n, color=_BAR)
-    ticks = [t for t in range(math.floor(bins[0]), math.ceil(bins[-1]) + 1)]
+    bins = (np.arange(math.floor(lo / step), math.ceil(hi / step) + 2) - 0.5) * step
+    ax.hist(logr, bins=bins, weights=[n for *_, n in pts], color=_BAR)
+    every = max(1, math.ceil((bins[-1] - bins[0]) / 10))
+    ticks = list(range(math.floor(bins[0]), math.ceil(bins[-1]) + 1, every))
     ax.set_xticks(ticks, [f"{2.0 ** t:g}" if t >= 0 else f"1/{2 ** -t:g}" for t in ticks])
     ax.axvline(0, ls=":", color="0.4", lw=1)
     ax.set_xlabel("aspect ratio W / H (log scale; <1 portrait, >1 landscape)")
     ax.set_ylabel("examples")
-    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    _integer_y(ax)
 
 
-def _plot_hundredths(ax: Axes, hist: dict, title: str, xlabel: str, ylabel: str, what: str) -> None:
+def _plot_hundredths(ax: Axes, hist: dict, title: str, xlabel: str, ylabel: str, log: bool = False) -> None:
     ax.set_title(title)
     if not hist:
-        return _no_data(ax, what)
-    xs = np.array([float(k) for k in hist])
-    ys = np.array([hist[k] for k in hist])
-    ax.bar(xs * 100, ys, width=0.9, color=_BAR)
+        return _no_data(ax, ylabel)
+    xs = [100 * float(k) for k in hist]
+    ax.bar(xs, list(hist.values()), width=0.9, color=_BAR)
     ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-    lo, hi = xs.min() * 100, xs.max() * 100
-    pad = max(2.0, (hi - lo) * 0.05)
-    ax.set_xlim(max(-1.0, lo - pad), min(101.0, hi + pad))
+    ax.set_ylabel(ylabel + (" (log scale)" if log else ""))
+    if log:
+        ax.set_yscale("log")
+    else:
+        _integer_y(ax)
+    pad = max(2.0, (max(xs) - min(xs)) * 0.05)
+    ax.set_xlim(max(-1.0, min(xs) - pad), min(101.0, max(xs) + pad))
 
 
-def _plot_drop(ax: Axes, s: PackStats) -> None:
-    _plot_hundredths(
-        ax, s.drop_rates, f"Drop rate per example (overall {100 * s.drop_fraction:.1f}%)",
-        "tokens dropped (% of the example's tokens)", "examples", "examples",
-    )
+def _plot_drop(ax: Axes, s: PackStats, cost: PackingCost) -> None:
+    _plot_hundredths(ax, s.drop_rates, f"Drop rate per example (overall {100 * s.drop_fraction:.1f}%)",
+                     "tokens dropped (% of the example's tokens)", "examples")
 
 
-def _plot_padding(ax: Axes, s: PackStats) -> None:
-    _plot_hundredths(
-        ax, s.padding_per_seq, f"Padding per sequence (overall {100 * s.padding_fraction:.2f}%)",
-        "padding (% of the sequence length)", "sequences", "sequences",
-    )
+def _plot_padding(ax: Axes, s: PackStats, cost: PackingCost) -> None:
+    _plot_hundredths(ax, s.padding_per_seq, f"Padding per sequence (overall {100 * s.padding_fraction:.2f}%)",
+                     "padding (% of the sequence length)", "sequences", log=True)
 
 
-def _plot_errors(ax: Axes, s: PackStats) -> None:
+def _plot_errors(ax: Axes, s: PackStats, cost: PackingCost) -> None:
+    from matplotlib.ticker import MaxNLocator
+
     ax.set_title(f"Errors by kind ({s.errors} in all)")
     if not s.error_kinds:
         return _no_data(ax, "errors")
@@ -178,71 +314,86 @@ def _plot_errors(ax: Axes, s: PackStats) -> None:
     ax.margins(x=0.15)
 
 
-def _plot_resolution(fig: plt.Figure, s: PackStats) -> None:
-    a, b = fig.subplots(1, 2)
-    _plot_grids(a, s)
-    _plot_aspect(b, s)
-
-
-#: file stem -> (figure size in inches, drawer). Single-axes drawers take ``(ax, stats)``.
-FIGURES: dict[str, tuple[tuple[float, float], Callable]] = {
-    "tokens_per_example": ((6.4, 4.2), _plot_tokens),
-    "examples_per_sequence": ((6.4, 4.2), _plot_examples_per_seq),
-    "resolution": ((12.0, 5.0), _plot_resolution),
-    "drop_rates": ((6.4, 4.2), _plot_drop),
-    "padding_per_sequence": ((6.4, 4.2), _plot_padding),
-    "errors": ((6.4, 4.2), _plot_errors),
+#: file stem -> (figure size in inches, drawers: one per axes, each ``(ax, stats, cost)``)
+FIGURES: dict[str, tuple[tuple[float, float], tuple[Callable, ...]]] = {
+    "cost": ((7.5, 3.6), (_plot_cost,)),
+    "tokens_per_example": ((6.4, 4.2), (_plot_tokens,)),
+    "examples_per_sequence": ((6.4, 4.2), (_plot_examples_per_seq,)),
+    "resolution": ((12.0, 5.0), (_plot_grids, _plot_aspect)),
+    "drop_rates": ((6.4, 4.2), (_plot_drop,)),
+    "padding_per_sequence": ((6.4, 4.2), (_plot_padding,)),
+    "errors": ((6.4, 4.2), (_plot_errors,)),
 }
 
-_SINGLE = [_plot_tokens, _plot_examples_per_seq, _plot_grids, _plot_aspect, _plot_drop, _plot_padding, _plot_errors]
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # never open a window; safe in workers and headless CI
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
-def _save(fig: plt.Figure, path: Path, dpi: int) -> Path:
+def _draw(stem: str, stats: PackStats, cost: PackingCost, path: Path, dpi: int) -> Path:
+    plt = _pyplot()
+    size, drawers = FIGURES[stem]
+    fig, axes = plt.subplots(1, len(drawers), figsize=size, layout="constrained", squeeze=False)
+    for ax, draw in zip(axes.flat, drawers):
+        draw(ax, stats, cost)
     fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return path
 
 
-def _summary_rows(s: PackStats) -> list[tuple[str, str]]:
-    return [
-        ("examples packed", f"{s.examples:,}"),
-        ("sequences", f"{s.sequences:,}"),
-        ("examples per sequence (mean)", f"{s.mean_examples_per_seq:.2f}"),
-        ("padding", f"{100 * s.padding_fraction:.3f}% of {s.capacity:,} token slots"),
-        ("tokens packed", f"{s.tokens:,}"),
-        ("tokens dropped", f"{s.dropped_tokens:,} ({100 * s.drop_fraction:.1f}% of {s.source_tokens:,})"),
-        ("wait in packer (arrivals)", f"mean {s.mean_wait:.1f}, max {s.max_wait}"),
-        ("errors", f"{s.errors:,}"),
-        *[(f"errors: {k}", f"{v:,}") for k, v in sorted(s.error_kinds.items())],
-    ]
+def _overview(stats: PackStats, cost: PackingCost, rows: list[tuple[str, str]], path: Path, dpi: int) -> Path:
+    plt = _pyplot()
+
+    drawers = [d for _, ds in FIGURES.values() for d in ds]
+    fig, axes = plt.subplots(3, 3, figsize=(22, 14), layout="constrained")
+    for ax, draw in zip(axes.flat, drawers):
+        draw(ax, stats, cost)
+    axes.flat[-1].axis("off")
+    text = "\n".join(f"{k:<16} {v}" for k, v in rows)
+    axes.flat[-1].text(0.0, 1.0, text, va="top", ha="left", family="monospace", fontsize=8, wrap=True,
+                       transform=axes.flat[-1].transAxes)
+    fig.suptitle("patchpack packing report", fontsize=15)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
 
 
-def _write_html(s: PackStats, out: Path, pngs: list[Path]) -> Path:
-    rows = "\n".join(
-        f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in _summary_rows(s)
-    )
-    imgs = "\n".join(
-        f'<figure><img src="{p.name}" alt="{html.escape(p.stem)}"><figcaption>{html.escape(p.stem)}'
-        "</figcaption></figure>"
-        for p in pngs
-        if p.stem != "overview"
-    )
+def _table(rows: list[tuple[str, ...]], head: tuple[str, ...] | None = None) -> str:
+    cells = [f"<tr>{''.join(f'<th>{html.escape(h)}</th>' for h in head)}</tr>"] if head else []
+    cells += [f"<tr><th>{html.escape(r[0])}</th>{''.join(f'<td>{html.escape(c)}</td>' for c in r[1:])}</tr>"
+              for r in rows]
+    return "<table>\n" + "\n".join(cells) + "\n</table>"
+
+
+def _write_html(stats: PackStats, cost: PackingCost, rows: list[tuple[str, str]], out: Path,
+                pngs: list[Path]) -> Path:
+    cost_rows = [(w, f"{n:,}", f"{slots:,}", f"{100 * pad:.1f}%", f"{cost.times(slots):.1f}x")
+                 for w, n, slots, pad in cost.rows()] if stats.examples else []
+    figures = "\n".join(f'<figure><a href="{p.name}"><img src="{p.name}" alt="{html.escape(p.stem)}"></a>'
+                        f"<figcaption>{html.escape(p.stem.replace('_', ' '))}</figcaption></figure>" for p in pngs)
     page = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>patchpack packing report</title>
 <style>
-body {{ font-family: sans-serif; margin: 2em; }}
-table {{ border-collapse: collapse; margin-bottom: 2em; }}
+body {{ font-family: sans-serif; margin: 2em; max-width: 1400px; }}
+table {{ border-collapse: collapse; margin-bottom: 1.5em; }}
 th, td {{ border: 1px solid #ccc; padding: 4px 10px; text-align: left; }}
 th {{ background: #f4f4f4; }}
-figure {{ display: inline-block; margin: 0 1em 1em 0; }}
+figure {{ display: inline-block; margin: 0 1em 1em 0; vertical-align: top; }}
 img {{ max-width: 100%; border: 1px solid #eee; }}
 </style></head><body>
 <h1>patchpack packing report</h1>
-<table>
-{rows}
-</table>
-{imgs}
-<p><a href="stats.json">stats.json</a></p>
+{_table(rows)}
+<h2>Packed vs without packing</h2>
+{_table(cost_rows, ("", "sequences", "token slots", "padding", "cost")) if cost_rows else "<p>no packed examples</p>"}
+<h2>Figures</h2>
+{figures}
+<p><a href="stats.json">stats.json</a>: every counter; <code>tokens_per_example</code> is keyed by k, the bin
+2^(k-1) &lt; tokens &lt;= 2^k (<code>tokens_per_example_range</code> gives the same counts keyed by range).</p>
 </body></html>
 """
     path = out / "index.html"
@@ -250,15 +401,29 @@ img {{ max-width: 100%; border: 1px solid #eee; }}
     return path
 
 
-def write_report(stats: PackStats, out_dir, fmt: str = "png", dpi: int = 110) -> list[Path]:
+def _stats_json(stats: PackStats, cost: PackingCost, wait: dict | None) -> str:
+    d = stats.to_dict()
+    d["tokens_per_example_range"] = {bucket_range(int(k)): v for k, v in d["tokens_per_example"].items()}
+    d["histogram_keys"] = {
+        "tokens_per_example": "k: examples with 2**(k-1) < kept tokens <= 2**k",
+        "examples_per_seq": "examples in a sequence", "grids": "fitted grid HxW in patches",
+        "source_sizes": "source HxW in pixels, rounded to 32", "drop_rates": "dropped share, in hundredths",
+        "padding_per_seq": "padding share of a sequence, in hundredths"}
+    d["cost"], d["data_wait"] = cost.to_dict(), wait
+    return json.dumps(d, indent=1)
+
+
+def write_report(stats: PackStats, out_dir, fmt: str = "png", dpi: int = 110, *, cost: PackingCost | None = None,
+                 wait: dict | None = None) -> list[Path]:
     """Write the packing report for ``stats`` into ``out_dir`` (created if missing).
 
     Args:
         stats: accumulated (possibly merged) packing statistics.
         out_dir: output folder.
-        fmt: ``"png"`` (the PNGs, see module doc) or ``"html"`` (the PNGs, ``index.html``
-            and ``stats.json``).
+        fmt: ``"png"`` (the PNGs, see module doc) or ``"html"`` (also ``index.html`` and ``stats.json``).
         dpi: PNG resolution in dots per inch.
+        cost: packed vs unpacked cost (default: from ``stats`` alone, without the budget way).
+        wait: batch delivery times (``DataWait.to_dict()``), for the summary.
 
     Returns:
         The written files, PNGs first (``overview.png`` last among them).
@@ -267,29 +432,12 @@ def write_report(stats: PackStats, out_dir, fmt: str = "png", dpi: int = 110) ->
         raise ValueError(f"unknown report format {fmt!r}; expected one of {REPORT_FORMATS}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    written: list[Path] = []
-    for stem, (size, draw) in FIGURES.items():
-        if draw is _plot_resolution:
-            fig = plt.figure(figsize=size, layout="constrained")
-            draw(fig, stats)
-        else:
-            fig, ax = plt.subplots(figsize=size, layout="constrained")
-            draw(ax, stats)
-        written.append(_save(fig, out / f"{stem}.png", dpi))
-
-    fig, axes = plt.subplots(2, 4, figsize=(22, 9.5), layout="constrained")
-    for ax, draw in zip(axes.flat, _SINGLE):
-        draw(ax, stats)
-    axes.flat[-1].axis("off")
-    axes.flat[-1].text(
-        0.0, 1.0, "\n".join(f"{k}: {v}" for k, v in _summary_rows(stats)),
-        va="top", ha="left", family="monospace", fontsize=10, transform=axes.flat[-1].transAxes,
-    )
-    fig.suptitle("patchpack packing report", fontsize=15)
-    written.append(_save(fig, out / "overview.png", dpi))
-
+    cost = cost or PackingCost.of(stats)
+    written = [_draw(stem, stats, cost, out / f"{stem}.png", dpi) for stem in FIGURES]
+    rows = summary_rows(stats, cost, wait)
+    written.append(_overview(stats, cost, rows, out / "overview.png", dpi))
     if fmt == "html":
-        (out / "stats.json").write_text(json.dumps(stats.to_dict(), indent=1), encoding="utf-8")
-        written.append(_write_html(stats, out, written))
+        (out / "stats.json").write_text(_stats_json(stats, cost, wait), encoding="utf-8")
+        written.append(_write_html(stats, cost, rows, out, written))
         written.append(out / "stats.json")
     return written

@@ -50,7 +50,7 @@ def command_args(command, data, tmp_path):
     return {
         "stats": ["--no-progress", *SMALL],
         "show": ["--out", tmp_path / "show.png", *SMALL],
-        "preprocess": ["--out", tmp_path / "out", "--quiet", "--patch-size", "8", "--max-patches", "48"],
+        "preprocess": ["--out", tmp_path / "out", "--no-progress", "--patch-size", "8", "--max-patches", "48"],
         "train": [*TINY_MODEL, "--seq-len", "64", "--patch-size", "8", "--max-patches", "48"],
     }[command]
 
@@ -188,17 +188,17 @@ def test_seq_len_below_the_budget_is_refused(data, capsys):
     code, _, err = run(capsys, "stats", *data["img"], "--no-progress", "--seq-len", "32", "--patch-size", "8",
                        "--max-patches", "48")
     line = one_line(err, "stats")
-    assert code == 2 and "seq_len=32 is below the largest example the fit allows (48 tokens" in line
+    assert code == 2 and "--seq-len 32 is below the largest example the fit allows (48 tokens" in line
     code, _, err = run(capsys, "stats", *data["vid"], "--no-progress", *SMALL, "--frames", "4")
-    assert code == 2 and "(96 tokens: max_patches=48 per frame, frames=4, tubelet=2)" in one_line(err, "stats")
+    assert code == 2 and "(96 tokens: --max-patches 48 per frame, --frames 4, --tubelet 2)" in one_line(err, "stats")
     code, _, err = run(capsys, "preprocess", *data["img"], "--out", data["root"] / "packed", "--packed",
-                       "--quiet", *SMALL[:2], "--max-patches", "256")
-    assert code == 2 and "seq_len=64 is below" in one_line(err, "preprocess")
+                       "--no-progress", *SMALL[:2], "--max-patches", "256")
+    assert code == 2 and "--seq-len 64 is below" in one_line(err, "preprocess")
 
 
 def test_stored_shards_made_with_other_geometry(data, tmp_path, capsys):
     out = tmp_path / "pre"
-    assert run(capsys, "preprocess", *data["img"], "--out", out, "--quiet", "--patch-size", "8",
+    assert run(capsys, "preprocess", *data["img"], "--out", out, "--no-progress", "--patch-size", "8",
                "--max-patches", "48")[0] == 0
     code, _, err = run(capsys, "stats", out, "--no-progress", "--patch-size", "16")
     line = one_line(err, "stats")
@@ -206,7 +206,7 @@ def test_stored_shards_made_with_other_geometry(data, tmp_path, capsys):
     code, _, err = run(capsys, "stats", out, "--no-progress", "--seq-len", "64", "--patch-size", "8",
                        "--max-patches", "16")
     line = one_line(err, "stats")
-    assert code == 2 and "budget of 48 patches per frame" in line and "max_patches=16" in line
+    assert code == 2 and "budget of 48 patches per frame" in line and "asks for --max-patches 16" in line
     code, out_json, _ = run(capsys, "stats", out, "--no-progress", "--json", *SMALL)
     assert code == 0 and json.loads(out_json)["examples"] == 12
     loose = tmp_path / "loose"  # the .arrow files without their manifest: a plain folder
@@ -219,8 +219,8 @@ def test_stored_shards_made_with_other_geometry(data, tmp_path, capsys):
 
 def test_preprocess_into_another_runs_folder_is_one_line(data, tmp_path, capsys):
     out = tmp_path / "run"
-    assert run(capsys, "preprocess", *data["img"], "--out", out, "--quiet", "--patch-size", "8")[0] == 0
-    code, _, err = run(capsys, "preprocess", *data["img"], "--out", out, "--quiet", "--patch-size", "16")
+    assert run(capsys, "preprocess", *data["img"], "--out", out, "--no-progress", "--patch-size", "8")[0] == 0
+    code, _, err = run(capsys, "preprocess", *data["img"], "--out", out, "--no-progress", "--patch-size", "16")
     assert code == 2 and "another configuration" in one_line(err, "preprocess")
 
 
@@ -238,13 +238,20 @@ BAD_VALUES = [
     ("stats", ["--tubelet", "0"], "argument --tubelet: must be an integer >= 1"),
     ("stats", ["--fps", "-2"], "argument --fps: must be a number > 0"),
     ("stats", ["--seq-len", "ten"], "argument --seq-len: expected an integer >= 1, got 'ten'"),
-    ("stats", ["--max-patches", "0"], "max_patches must be >= 1"),
+    ("stats", ["--max-patches", "0"], "argument --max-patches: must be an integer >= 1, got 0"),
+    ("stats", ["--frames", "0"], "argument --frames: must be an integer >= 1, got 0"),
+    ("stats", ["--drop-kind", "custom"], "argument --drop-kind: invalid choice: 'custom'"),
+    ("stats", ["--fit-mode", "side-uniform", "--fit-side-min", "300"], "--fit-side-min 300"),
+    ("stats", ["--drop-schedule", "linear"], "schedule"),
     ("simulate", ["--examples", "-3"], "argument --examples: must be an integer >= 1, got -3"),
     ("simulate", ["--patch-size", "0"], "argument --patch-size: must be an integer >= 1"),
-    ("simulate", ["--seq-len", "8"], "the largest long side (45 px = --patch-size 16 x sqrt(--seq-len 8))"),
-    ("simulate", ["--side-max", "10"], "the largest long side (10 px) is below --side-min 64"),
-    ("simulate", ["--max-wait", "3"], "max_wait must be at least buffer_size"),
-    ("preprocess", ["--workers", "-1"], "argument --workers: must be an integer >= 1, got -1"),
+    ("simulate", ["--seq-len", "8", "--max-patches", "4"],
+     "the largest source side (45 px = --patch-size 16 x sqrt(--seq-len 8))"),
+    ("simulate", ["--seq-len", "8"], "--seq-len 8 is below the largest example the fit allows (256 tokens"),
+    ("simulate", ["--source-side-max", "10"], "the largest source side (10 px) is below --source-side-min 64"),
+    ("simulate", ["--max-wait", "3"], "--max-wait must be at least --buffer-size"),
+    ("simulate", ["--seq-len", "99999999999"], "one batch would hold"),
+    ("preprocess", ["--workers", "-1"], "argument --workers: must be an integer >= 0, got -1"),
     ("preprocess", ["--patch-size", "0"], "argument --patch-size: must be an integer >= 1"),
     ("preprocess", ["--fit-mode", "bogus"], "argument --fit-mode: invalid choice: 'bogus'"),
     ("train", ["--num-classes", "0"], "argument --num-classes: must be an integer >= 1, got 0"),
@@ -264,7 +271,7 @@ def test_bad_values_are_one_line(command, extra, message, data, tmp_path, capsys
     base = {
         "stats": [*data["img"], "--no-progress"],
         "simulate": ["--seq-len", "256", "--examples", "50"],
-        "preprocess": [*data["img"], "--out", tmp_path / "out", "--quiet"],
+        "preprocess": [*data["img"], "--out", tmp_path / "out", "--no-progress"],
         "train": [*data["img"], *TINY_MODEL],
         "show": [*data["img"], "--out", tmp_path / "show.png"],
     }[command]
@@ -279,7 +286,7 @@ def test_member_cap_from_the_command_line_reports_every_member_over_it(data, cap
     assert code == 1 and "Traceback" not in err
     assert err.splitlines()[0] == "patchpack stats: error: no example came through (12 error records: oversize-member=12)"
     assert "hint: members are larger than --max-member-bytes (default 256M): raise it if they are genuine media" in err
-    code, _, err = run(capsys, "preprocess", *data["img"][:1], "--out", tmp_path / "o", "--quiet",
+    code, _, err = run(capsys, "preprocess", *data["img"][:1], "--out", tmp_path / "o", "--no-progress",
                        "--patch-size", "8", "--max-patches", "48", "--max-member-bytes", "16")
     assert code == 1 and "oversize-member=6" in err.splitlines()[0]
 
@@ -291,6 +298,7 @@ def test_decode_threads_from_the_command_line_give_the_same_stats(data, capsys):
                            "--buffer-bytes", "1M")
         stats = json.loads(out)
         assert code == 0 and stats["examples"] == 12
+        stats.pop("data_wait")  # timings
         outs.append(stats)
     assert outs[0] == outs[1]
 
@@ -321,7 +329,7 @@ def test_an_output_folder_that_is_a_file_is_one_line(data, capsys, tmp_path, com
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
     target = blocker / "sub" if below else blocker
-    extra = {"preprocess": ["--quiet"], "train": TINY_MODEL, "stats": ["--no-progress"]}[command]
+    extra = {"preprocess": ["--no-progress"], "train": TINY_MODEL, "stats": ["--no-progress"]}[command]
     code, _, err = run(capsys, command, *data["img"], *extra, flag, target)
     assert code == 2
     assert one_line(err, command).endswith(f"{flag} {target}: {blocker} is a file, not a folder")
@@ -343,5 +351,5 @@ def test_an_output_folder_that_cannot_be_written_is_one_line(data, capsys, tmp_p
         raise PermissionError(13, "Permission denied", str(tmp_path / "ro"))
 
     monkeypatch.setattr(engines, "preprocess", refuse)
-    code, _, err = run(capsys, "preprocess", *data["img"], "--out", tmp_path / "ro" / "out", "--quiet")
+    code, _, err = run(capsys, "preprocess", *data["img"], "--out", tmp_path / "ro" / "out", "--no-progress")
     assert code == 2 and one_line(err, "preprocess").endswith(f"--out {tmp_path / 'ro' / 'out'}: Permission denied")

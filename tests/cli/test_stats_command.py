@@ -39,7 +39,7 @@ def test_stats_summary_and_brace_urls(shards, capsys):
     pattern = urls[0].replace("000000", "{000000..%06d}" % (len(urls) - 1))
     assert main(["stats", pattern, *ARGS, "--workers", "2"]) == 0
     text = capsys.readouterr().out
-    assert "padding" in text and "examples packed   30" in text
+    assert "padding" in text and "examples          30 packed" in text
 
 
 def test_stats_limit_and_drop(shards, capsys):

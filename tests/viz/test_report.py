@@ -57,7 +57,8 @@ def test_html_report_embeds_pngs_and_round_trips_stats(tmp_path):
     for stem in FIGURES:
         assert f'src="{stem}.png"' in page
         assert (tmp_path / f"{stem}.png").is_file()
-    assert "padding" in page and f"{stats.examples:,}" in page and "errors: corrupt" in page
+    assert "padding" in page and f"{stats.examples:,}" in page and "corrupt=2" in page
+    assert 'src="overview.png"' in page  # one page with every figure
     back = PackStats.from_dict(json.loads((tmp_path / "stats.json").read_text()))
     assert back.to_dict() == stats.to_dict()
 

@@ -97,7 +97,7 @@ def test_show_command_draws_loader_batches(tmp_path):
             sink.write({"__key__": f"k{i}", "png": buf.getvalue(), "cls": str(i)})
     out = tmp_path / "show.png"
     rc = main(["show", url, "--out", str(out), "--batches", "2", "--batch-size", "2", "--seq-len", "16",
-               "--patch-size", str(P), "--max-patches", "16", "--drop", "0.25"])
+               "--patch-size", str(P), "--max-patches", "16", "--drop-rate", "0.25"])
     assert rc == 0 and out.is_file() and (tmp_path / "show-1.png").is_file()
     with Image.open(out) as im:
         assert im.format == "PNG"
