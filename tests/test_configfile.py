@@ -100,7 +100,7 @@ def _batches(urls, cfg):
     from patchpack.loader import make_loader
 
     return [(b.patches.numpy(), b.positions.numpy(), b.segment_ids.numpy(), b.sample_keys) for b in
-            make_loader(urls, cfg)]
+            make_loader(urls, cfg)]  # cfg: a LoaderConfig or a config file's path
 
 
 def test_patchpack_config_reproduces_the_runs_batches(tar_shards, tmp_path, capsys):
@@ -113,7 +113,7 @@ def test_patchpack_config_reproduces_the_runs_batches(tar_shards, tmp_path, caps
     from_file = loader_config(build_parser("stats").parse_args(["stats", *urls, "--config", str(path)]), urls)
     assert from_file == with_flags == load_config_file(path)
     assert with_flags.pack.seq_len == 128 and with_flags.drop.kind == "beta" and with_flags.fields == ("txt?",)
-    a, b = _batches(urls, with_flags), _batches(urls, load_config_file(path))
+    a, b = _batches(urls, with_flags), _batches(urls, path)
     assert len(a) == len(b) > 1
     for x, y in zip(a, b):
         assert all(np.array_equal(u, v) for u, v in zip(x[:3], y[:3])) and x[3] == y[3]

@@ -8,11 +8,13 @@
 from __future__ import annotations
 
 import time
+from os import PathLike
 from typing import Any, Iterator
 
 from torch.utils.data import DataLoader
 
 from ..config import LoaderConfig
+from ..configfile import load_config_file
 from ..errors import ErrorRecord
 from ..stats import PackStats
 from .batch import PackedBatch
@@ -211,7 +213,7 @@ class PackedLoader(DataLoader):
 
 def make_loader(
     urls,
-    config: LoaderConfig | None = None,
+    config: LoaderConfig | str | PathLike | None = None,
     *,
     num_workers: int = 0,
     pin_memory: bool = False,
@@ -230,7 +232,8 @@ def make_loader(
             (``*.arrow`` or a ``patchpack preprocess`` folder); one or a list. A mixture:
             ``{url pattern: weight}`` or a list of :class:`~patchpack.sources.mixture.Source` with
             per-source options (:mod:`patchpack.pipeline.sources`).
-        config: the pipeline configuration (defaults: :class:`LoaderConfig`).
+        config: the pipeline configuration (defaults: :class:`LoaderConfig`), or the path of a
+            config file (TOML or YAML, as ``patchpack config`` writes it; :mod:`patchpack.configfile`).
         num_workers, pin_memory, prefetch_factor, timeout, multiprocessing_context:
             as for ``torch.utils.data.DataLoader``.
         persistent_workers: keep the worker processes between passes (no effect without
@@ -249,6 +252,8 @@ def make_loader(
     >>> for batch in loader:  # doctest: +SKIP
     ...     logits = model(batch.to("cuda"))
     """
+    if isinstance(config, (str, PathLike)):  # a config file, as `patchpack config` writes it
+        config = load_config_file(config)
     cfg = (config or LoaderConfig()).with_overrides(**overrides)
     kwargs: dict[str, Any] = {"num_workers": num_workers, "pin_memory": pin_memory, "timeout": timeout,
                               "drop_last": drop_last}

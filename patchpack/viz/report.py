@@ -184,6 +184,7 @@ def _plot_cost(ax: Axes, s: PackStats, cost: PackingCost) -> None:
     for y, (_, n, slots, _) in zip(ys, rows):
         ax.text(slots, y, f" {cost.times(slots):.1f}x ({n:,} seq.)", va="center", fontsize=9)
     ax.set_xlabel("token slots")
+    ax.xaxis.set_major_formatter(lambda x, _: f"{x:,.0f}")
     ax.margins(x=0.3)
     ax.legend(loc="lower right", fontsize=8, frameon=False)
 
@@ -354,13 +355,20 @@ def _overview(stats: PackStats, cost: PackingCost, rows: list[tuple[str, str]], 
     for ax, draw in zip(axes.flat, drawers):
         draw(ax, stats, cost)
     axes.flat[-1].axis("off")
-    text = "\n".join(f"{k:<16} {v}" for k, v in rows)
-    axes.flat[-1].text(0.0, 1.0, text, va="top", ha="left", family="monospace", fontsize=8, wrap=True,
+    lines = [line for k, v in rows for line in _wrapped(k, v)]
+    axes.flat[-1].text(0.0, 1.0, "\n".join(lines), va="top", ha="left", family="monospace", fontsize=9,
                        transform=axes.flat[-1].transAxes)
     fig.suptitle("patchpack packing report", fontsize=15)
     fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return path
+
+
+def _wrapped(key: str, value: str, width: int = 58) -> list[str]:
+    import textwrap
+
+    parts = textwrap.wrap(value, width) or [""]
+    return [f"{key if i == 0 else '':<16} {part}" for i, part in enumerate(parts)]
 
 
 def _table(rows: list[tuple[str, ...]], head: tuple[str, ...] | None = None) -> str:

@@ -105,6 +105,9 @@ def _draw_canvas(
     height = max((e["image"].shape[0] for e in examples), default=p)
     captions = [_caption(e) for e in examples]
     chars = [max(len(line) for line in c.split("\n")) for c in captions]
+    if 0.06 * sum(chars) > 0.97 * width_in:  # no room for every caption side by side: slot numbers only
+        captions = [f"#{e['slot']}" for e in examples]
+        chars = [len(c) for c in captions]
     widths = [e["image"].shape[1] for e in examples]
     # leave each caption room: ~0.06 inch per character at 7 pt, in data units of the final scale
     advance = [w + gap for w in widths]

@@ -101,3 +101,14 @@ def test_show_command_draws_loader_batches(tmp_path):
     assert rc == 0 and out.is_file() and (tmp_path / "show-1.png").is_file()
     with Image.open(out) as im:
         assert im.format == "PNG"
+
+
+def test_a_row_of_many_examples_is_captioned_by_slot_so_captions_never_overlap():
+    many = [_tokens(f"a-long-sample-key-{i:03d}", _image(8, 8, i)) for i in range(60)]
+    few = [_tokens(f"key{i}", _image(16, 16, i)) for i in range(3)]
+    for row, short in ((many, True), (few, False)):
+        fig = draw_batch(collate([row], seq_len=len(row) * 4, max_per_seq=len(row)), P)
+        texts = [t.get_text() for t in fig.axes[0].texts]
+        assert len(texts) == len(row)
+        assert all(t == f"#{i + 1}" for i, t in enumerate(texts)) == short
+        assert all("\n" in t for t in texts) != short
