@@ -23,7 +23,7 @@ import difflib
 import json
 import math
 import os
-from dataclasses import MISSING, fields, is_dataclass
+from dataclasses import fields, is_dataclass
 from typing import Any
 
 from .config import LoaderConfig

@@ -31,7 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..pack.simulate import SimConfig, simulate
     from ..stats import PackStats
-    from ..viz.report import PackingCost, summary_text
+    from ..viz.summary import PackingCost, summary_text
 
     cfg = options.loader_config(args)  # what the loader would refuse (a batch larger than memory too) is refused
     p, seq_len = cfg.patch_size, cfg.pack.seq_len

@@ -115,7 +115,7 @@ def _wait(tally: Tally) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..viz.report import PackingCost, summary_text
+    from ..viz.summary import PackingCost, summary_text
 
     urls = checks.check_sources(args.urls)
     cfg = build_config(args, urls)

@@ -10,8 +10,8 @@ import sys
 
 import pytest
 
+from cli_run import one_line, run
 from media import make_samples, write_shards
-from patchpack.cli import main
 
 SMALL = ["--seq-len", "64", "--patch-size", "8", "--max-patches", "48"]
 
@@ -20,18 +20,6 @@ SMALL = ["--seq-len", "64", "--patch-size", "8", "--max-patches", "48"]
 def shards(tmp_path_factory):
     root = tmp_path_factory.mktemp("messages")
     return write_shards(root / "img", make_samples(12, sizes=((32, 48), (40, 40), (16, 24))), per_shard=6)
-
-
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def one_line(err: str, command: str) -> str:
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith(f"patchpack {command}: error: "), err
-    return lines[0]
 
 
 # -- output paths: one line, exit 2, before any work --------------------------------------------------------------

@@ -4,8 +4,9 @@ import json
 
 import pytest
 
+from cli_run import one_line, run
 from media import BROKEN, make_samples, write_shards
-from patchpack.cli import checks, main
+from patchpack.cli import checks
 from patchpack.cli import train as train_command
 from patchpack.errors import ErrorRecord
 from videos import encode_video
@@ -31,19 +32,6 @@ def data(tmp_path_factory):
         "vid": write_shards(root / "vid", clips, per_shard=3),
         "empty": str(root / "empty"),
     }
-
-
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def one_line(err: str, command: str) -> str:
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1, err
-    assert lines[0].startswith(f"patchpack {command}: error: "), err
-    return lines[0]
 
 
 def command_args(command, data, tmp_path):

@@ -81,3 +81,44 @@ def test_extreme_aspect_and_single_bucket(tmp_path):
 def test_unknown_format_is_rejected(tmp_path):
     with pytest.raises(ValueError, match="format"):
         write_report(PackStats(), tmp_path, fmt="pdf")
+
+
+def test_cost_packed_vs_unpacked_and_plain_words():
+    from patchpack.config import LoaderConfig
+    from patchpack.viz.summary import PackingCost, summary_text
+
+    stats = _stats()
+    cost = PackingCost.of(stats, LoaderConfig().with_overrides(seq_len=256, max_patches=225))
+    assert cost.packed == stats.capacity == stats.sequences * 256
+    assert cost.one_per_sequence == stats.examples * 256 and cost.padded_to_budget == stats.examples * 225
+    rows = cost.to_dict()
+    assert rows["one_per_sequence"]["times_packed"] == stats.examples * 256 / stats.capacity > 1
+    assert rows["padded_to_budget"]["padding"] == 1 - stats.tokens / (stats.examples * 225)
+    text = summary_text(stats, cost)
+    assert "arrivals" not in text and f"{stats.examples:,} sequences, {stats.examples * 256:,} token slots" in text
+    assert PackingCost.of(stats).padded_to_budget is None  # no config: no budget to pad to
+
+
+def test_stats_json_says_what_its_keys_mean(tmp_path):
+    stats = _stats()
+    write_report(stats, tmp_path, fmt="html")
+    d = json.loads((tmp_path / "stats.json").read_text())
+    assert "2**(k-1) < kept tokens <= 2**k" in d["histogram_keys"]["tokens_per_example"]
+    ranges = d["tokens_per_example_range"]
+    assert sum(ranges.values()) == stats.examples and all("-" in k or k.isdigit() for k in ranges)
+    assert d["cost"]["packed"]["token_slots"] == stats.capacity
+
+
+def test_long_tails_stay_visible_on_log_axes():
+    import matplotlib.pyplot as plt
+
+    from patchpack.viz.summary import PackingCost
+
+    stats = _stats()
+    for stem, scale_of in (("padding_per_sequence", "get_yscale"), ("tokens_per_example", "get_xscale")):
+        fig, ax = plt.subplots()
+        FIGURES[stem][1][0](ax, stats, PackingCost.of(stats))
+        assert getattr(ax, scale_of)() == "log", stem
+        labels = [t.get_text() for t in ax.get_xticklabels()]
+        assert len(labels) <= 12  # legible, never a crowd of tick labels
+        plt.close(fig)
