@@ -258,6 +258,8 @@ FLAGS: tuple[Flag, ...] = (
        "reading", non_negative_int, "N"),
     _F("--follow-outside-links", "follow_outside_links", "folder sources: read symlinks that lead out of the "
        "folder", "reading", switch=True),
+    _F("--packed-shards", "packed_shards", "shards from preprocess --packed: serve their rows as stored, or "
+       "repack their examples with these flags", "reading", str, "HOW", choices=lambda: ("serve", "repack")),
     _F("--seed", "seed", "seed of every random choice (shard order, sizes, drop rates)", "reading", int, "N"),
     _F("--errors", "errors_path", "write every error record to FILE (JSON lines)", "reading", optional(str),
        "FILE"),

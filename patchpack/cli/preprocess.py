@@ -18,7 +18,7 @@ __all__ = ["add_arguments", "config_from_args", "run"]
 
 #: shared flags preprocessing has no use for (it runs processes, not decode threads; reads local shards)
 _UNUSED = ("--batch-size", "--decode-threads", "--image-column", "--remote-retries", "--follow-outside-links",
-           "--text-field", "--num-classes", "--errors")
+           "--text-field", "--num-classes", "--errors", "--packed-shards")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -80,7 +80,7 @@ def _value_for(f: F.Flag):
                "--drop-rate": ("0.25", 0.25), "--drop-rate-max": ("0.6", 0.6), "--drop-beta-mean": ("0.2", 0.2),
                "--fit-truncnorm-mean": ("0.25", 0.25), "--drop-res-intercept": ("0.1", 0.1),
                "--max-wait": ("4096", 4096), "--seq-len": ("4096", 4096), "--frames": ("4", 4),
-               "--fit-side-min": ("32", 32), "--fit-side-max": ("200", 200)}
+               "--fit-side-min": ("32", 32), "--fit-side-max": ("200", 200), "--packed-shards": ("repack", "repack")}
     if f.name in special:
         return special[f.name]
     if f.switch:
