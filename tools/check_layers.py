@@ -33,8 +33,8 @@ LAYERS: dict[str, int] = {
     "patchpack.registry": 0,  # the one registry shape (sources, packers, models, attention backends)
     "patchpack.example": 0,  # Header and Plan: what a header says and what the fit decided
     "patchpack.rng": 0,
-    "patchpack.tokenize": 0,
-    "patchpack.text": 0,  # texts and label sets as arrays (token ids, masks, multi-hot targets)  # Tokens and grid positions: plain numpy, used by storage/ below the fit
+    "patchpack.tokenize": 0,  # Tokens and grid positions: plain numpy, used by storage/ below the fit
+    "patchpack.text": 0,  # texts and label sets as arrays (token ids, masks, multi-hot targets)
     "patchpack.sources": 1,
     "patchpack.storage": 1,
     "patchpack.decode": 2,
