@@ -2,9 +2,9 @@
 
 Each sub-command lives in its own module exposing ``add_arguments(parser)`` and
 ``run(args) -> int``; modules are imported only when their command runs, and the shared flags
-import nothing heavy, so ``--help``, a bad value and a wrong path answer before numpy or torch
-load (torch only for the commands that need it: ``train``, ``eval``, ``demo``, ``show`` and
-``stats --workers N``).
+import nothing heavy, so a bad value and a wrong path answer before numpy loads (``--help`` loads
+the config for its defaults) and torch loads only for the commands that need it (``train``,
+``eval``, ``demo``, ``show`` and ``stats --workers N``).
 
 Exit codes: 0 success; 1 a run where no example came through or a source could not be
 opened (the first error records and a hint are printed, see :mod:`patchpack.cli.checks`);

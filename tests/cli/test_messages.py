@@ -122,12 +122,13 @@ def test_stored_shards_supply_their_patch_size_and_budget(shards, tmp_path, caps
 # -- torch only where needed -------------------------------------------------------------------------------------
 
 
-def _torch_after(argv: list[str]) -> tuple[int, bool]:
+def _loaded_after(argv: list[str]) -> tuple[int, bool, bool]:
+    """``(exit code, torch imported, numpy imported)`` after ``patchpack ARGV`` in a fresh process."""
     code = ("import sys\nfrom patchpack.cli import main\ncode = main(%r)\n"
-            "print(code, 'torch' in sys.modules)" % [str(a) for a in argv])
+            "print(code, 'torch' in sys.modules, 'numpy' in sys.modules)" % [str(a) for a in argv])
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    rc, torch = done.stdout.split()[-2:]
-    return int(rc), torch == "True"
+    rc, torch, numpy = done.stdout.split()[-3:]
+    return int(rc), torch == "True", numpy == "True"
 
 
 def test_commands_that_need_no_torch_never_import_it(shards, tmp_path):
@@ -136,11 +137,12 @@ def test_commands_that_need_no_torch_never_import_it(shards, tmp_path):
         ["preprocess", *shards, "--out", tmp_path / "pre", *SMALL[2:], "--no-progress"],
         ["simulate", "--examples", "500", "--seq-len", "256"],
         ["config", "--seq-len", "512"],
-        ["stats", "/no/such.tar"],
-        ["stats", *shards, "--seq-len", "x"],
     ]
     for argv in runs:
-        rc, torch = _torch_after(argv)
-        assert not torch, argv
-        assert rc == (2 if argv[1] == "/no/such.tar" or "x" in argv else 0), argv
-    assert _torch_after(["stats", *shards, *SMALL, "--workers", "1"]) == (0, True)  # the DataLoader
+        assert _loaded_after(argv)[:2] == (0, False), argv
+    assert _loaded_after(["stats", *shards, *SMALL, "--workers", "1"])[:2] == (0, True)  # the DataLoader
+
+
+def test_mistakes_are_said_before_numpy_loads(shards):
+    for argv in (["stats", "/no/such.tar"], ["stats", *shards, "--seq-len", "x"], ["show", *shards, "--frames", "0"]):
+        assert _loaded_after(argv) == (2, False, False), argv
