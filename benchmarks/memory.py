@@ -10,7 +10,7 @@ is read from ``/proc/self/status`` (``VmHWM``) at its end. Cases:
 * ``member-1GiB``: a regular 1 GiB member (a sparse file on disk, so it is cheap to make);
 * ``photos-200``: 200 photos of 3000 x 2000 px (JPEG, ~1-2 MB each);
 * hostile decodes, each next to 4 small JPEGs (the row's note says what became of it):
-  ``jpeg-scans`` a ~650 KB progressive JPEG of 8192 x 8192 px and ~16,000 scans (each a pass of
+  ``jpeg-scans`` a ~750 KB progressive JPEG of 8192 x 8192 px and ~2,000 scans (each a pass of
   the decoder over the whole image: minutes), ``ico-20000`` an ICO whose directory declares
   16 x 16 but which embeds a 20000 x 20000 PNG (decoded by Pillow while opening),
   ``webp-13000`` a 32-byte lossless WebP of 13000 x 13000 px (under ``max_pixels``; decoded
@@ -85,7 +85,7 @@ def hostile_decodes(tmp: Path, quick: bool) -> dict[str, tuple[str, list[str]]]:
     small = [m for i in range(4) for m in ((f"s{i:04d}.jpg", _small_jpeg(i)), (f"s{i:04d}.cls", b"1"))]
     side = 2048 if quick else 8192
     bad = {
-        "jpeg-scans": ("scans.jpg", H.many_scans_jpeg(side, 1000 if quick else 16000)),
+        "jpeg-scans": ("scans.jpg", H.many_scans_jpeg(side, 1000 if quick else 2000)),
         "ico-20000": ("bomb.ico", H.ico_embedding(H.solid_png(20000, 20000, value=7))),
         "webp-13000": ("bomb.webp", H.solid_webp(13000, 13000)),
         "video-16000": ("lie.mkv", H.lying_video(16, 4000 if quick else 16000, frames=3)),

@@ -328,7 +328,7 @@ def threads_child(spec_json: str) -> None:
         n += b.num_examples
         for name in ("patches", "segment_ids", "positions", "grids", "labels"):
             digest.update(np.ascontiguousarray(getattr(b, name).numpy()).data)  # no copy; hashing frees the GIL
-        digest.update(json.dumps(b.keys).encode())
+        digest.update(json.dumps(b.sample_keys).encode())
     print(json.dumps({"images": n, "seconds": time.perf_counter() - t, "digest": digest.hexdigest()}))
 
 
@@ -474,7 +474,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=160, help="images per set (default 160)")
     ap.add_argument("--repeat", type=int, default=3, help="timed runs per pipeline, best kept (default 3)")
     ap.add_argument("--quick", action="store_true", help="fewer images, for a smoke run")
-    ap.add_argument("--sets", default=",".join(SETS), help=f"comma-separated sets to run (default {','.join(SETS)})")
+    ap.add_argument("--sets", default=",".join(SETS), help=f"comma-separated sets to run (default {','.join(SETS)}; \"\" for none)")
     ap.add_argument("--no-threads", action="store_true", help="skip the decode_threads comparison")
     ap.add_argument("--no-extras", action="store_true", help="skip the augmentation, threads and RSS rows")
     ap.add_argument("--rss-child", default=None, help=argparse.SUPPRESS)
@@ -500,7 +500,7 @@ def main() -> None:
     print("large set: retina 1411x1411, 8 rotations/flips (shipped photo, not upscaled)")
     print("upscaled set: every mixed photo upscaled to a long side of 1500, 2200, 3000 px")
     with tempfile.TemporaryDirectory() as tmp:
-        for name in args.sets.split(","):
+        for name in filter(None, args.sets.split(",")):
             print_set(name, measure_set(tmp, name, sets[name], n, args.repeat), n, args.repeat)
         if args.no_extras:
             return

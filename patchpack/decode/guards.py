@@ -22,7 +22,9 @@ A header's declared size bounds most decodes (``ImageConfig.max_pixels``), but n
   PNG decoded in bands                    4 per pixel of the reduced image, + 2 bands
   anything decoded whole                  Pillow's bytes per pixel of its mode (1 for L/P,
                                           2 for I;16, 4 otherwise)
-  a mode converted at full size           + 4 per pixel (P, LA, CMYK, ... -> RGB/RGBA)
+  each full-size conversion               + 4 per pixel: 1 for P, CMYK, YCbCr, ... (to RGB)
+                                          and RGBA (premultiplied), 2 for LA, PA and P with
+                                          transparency (to RGBA, then premultiplied)
   ======================================  =================================================
 
   A decode whose estimate exceeds ``ImageConfig.max_decode_bytes`` is ``too-large`` before any
@@ -45,7 +47,9 @@ _PNG = b"\x89PNG\r\n\x1a\n"
 MODE_BYTES = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16B": 2, "I;16L": 2, "I;16N": 2}
 #: Peak bytes per pixel while Pillow decodes a WebP (measured: 16.2 at 6000 x 6000, any mode)
 WEBP_BYTES_PER_PIXEL = 17
-_NATIVE_MODES = ("RGB", "L", "RGBA", "1", "I", "F", "I;16", "I;16B", "I;16L", "I;16N")
+#: full-size copies (4 bytes a pixel) a mode is converted through before the resize; others 1
+_CONVERSIONS = {"RGB": 0, "L": 0, "1": 0, "I": 0, "F": 0, "I;16": 0, "I;16B": 0, "I;16L": 0, "I;16N": 0,
+                "LA": 2, "La": 2, "PA": 2}
 
 
 def _entropy_end(data: bytes, pos: int) -> int:
@@ -139,7 +143,7 @@ def check_ico(data: bytes, max_pixels: int | None) -> None:
 
 
 def decode_peak_bytes(fmt: str, mode: str, size: tuple[int, int], decoded: tuple[int, int], *,
-                      progressive_coefficients: int = 0, banded: bool = False) -> int:
+                      progressive_coefficients: int = 0, banded: bool = False, transparency: bool = False) -> int:
     """Estimated peak bytes of decoding an image (module doc table).
 
     Args:
@@ -149,6 +153,7 @@ def decode_peak_bytes(fmt: str, mode: str, size: tuple[int, int], decoded: tuple
             decoded in bands: the reduced size).
         progressive_coefficients: DCT coefficients of a progressive JPEG (0 otherwise).
         banded: the PNG is decoded in bands.
+        transparency: a palette image with a transparent entry (converted to RGBA, then premultiplied).
     """
     pixels = decoded[0] * decoded[1]
     if fmt == "WEBP":
@@ -157,8 +162,8 @@ def decode_peak_bytes(fmt: str, mode: str, size: tuple[int, int], decoded: tuple
         from .png_bands import BAND_BYTES
 
         return 4 * pixels + 2 * BAND_BYTES
-    per_pixel = MODE_BYTES.get(mode, 4) + (0 if mode in _NATIVE_MODES else 4)
-    return per_pixel * pixels + 2 * progressive_coefficients
+    conversions = _CONVERSIONS.get(mode, 1) + (mode == "P" and transparency)
+    return (MODE_BYTES.get(mode, 4) + 4 * conversions) * pixels + 2 * progressive_coefficients
 
 
 def jpeg_coefficients(im) -> int:

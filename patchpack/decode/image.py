@@ -47,7 +47,7 @@ from ..example import Header, Plan
 from .modes import is_wide, normalise_mode, to_8bit
 from .pillow_io import classify_error, load_image, open_image
 from .png_bands import decode_png_reduced
-from .resize import box_factor, pixel_view, resize_region
+from .resize import box_factor, pixel_view, resize_region, use_one_opencv_thread
 
 __all__ = ["ImageConfig", "read_image_header", "materialize_image", "IMAGE_EXTS", "IMAGE_FORMATS", "RESAMPLE",
            "RESIZERS"]
@@ -286,8 +286,9 @@ def _decode_reduced(data: bytes, im: Image.Image, stored: tuple[int, int], regio
 
 
 def _opencv_pixels(data: bytes, im: Image.Image, target: tuple[int, int], crop, cfg: ImageConfig) -> np.ndarray:
-    """``[h, w, C]`` pixels at ``target`` (PIL ``(w, h)``, stored orientation), C = 1, 3 or 4
-    (``RGBX``: the first three are the colour), alpha already composited onto the background."""
+    """``[h, w]`` (grey) or ``[h, w, 3]`` pixels at ``target`` (PIL ``(w, h)``, stored orientation), alpha
+    already composited onto the background."""
+    use_one_opencv_thread()
     stored = im.size
     box = crop[0] if crop is not None else (0, 0, *stored)
     scale = 1.0
@@ -312,8 +313,7 @@ def _opencv_pixels(data: bytes, im: Image.Image, target: tuple[int, int], crop, 
 def _as_rgb(pixels: np.ndarray, orient: int, flip: bool) -> np.ndarray:
     """``[h, w(, C)]`` stored-orientation pixels as a new ``[H, W, 3]`` RGB array as displayed
     (OpenCV's channel conversion and transposes: numpy's strided copies of 3-byte pixels cost ~50x more)."""
-    channels = 1 if pixels.ndim == 2 else pixels.shape[2]
-    a = cv2.cvtColor(pixels, {1: cv2.COLOR_GRAY2RGB, 4: cv2.COLOR_RGBA2RGB}[channels]) if channels != 3 else pixels
+    a = cv2.cvtColor(pixels, cv2.COLOR_GRAY2RGB) if pixels.ndim == 2 or pixels.shape[2] == 1 else pixels
     if orient in _TURN:
         a = _TURN[orient](a)
     if flip:

@@ -113,8 +113,9 @@ def load_image(im: Image.Image, stored: tuple[int, int], cfg: "ImageConfig") -> 
     """
     before = im.size
     coefficients = jpeg_coefficients(im) if im.format in ("JPEG", "MPO") else 0
-    check_memory(decode_peak_bytes(str(im.format), im.mode, stored, before, progressive_coefficients=coefficients),
-                 cfg.max_decode_bytes, f"this {im.format} of {stored[0]}x{stored[1]}")
+    peak = decode_peak_bytes(str(im.format), im.mode, stored, before, progressive_coefficients=coefficients,
+                             transparency="transparency" in im.info)
+    check_memory(peak, cfg.max_decode_bytes, f"this {im.format} of {stored[0]}x{stored[1]}")
     with bomb_limit(cfg):
         im.load()
     if im.size != before:
