@@ -252,6 +252,8 @@ class LoaderConfig:
         top = {k: v for k, v in overrides.items() if k in own}
         # one replace at the end: the cross-section checks see the final config, never a half-made one
         sections = {s: top.get(s, getattr(self, s)) for s in ("fit", "drop", "pack", "image", "video", "augment")}
+        if sections["augment"] is True:
+            sections["augment"] = AugmentConfig()
         sections = {s: obj for s, obj in sections.items() if is_dataclass(obj)}
         nested: dict[str, dict[str, Any]] = defaultdict(dict)
         for name, value in overrides.items():
