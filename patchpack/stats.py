@@ -185,7 +185,8 @@ class PackStats:
             f"padding           {100 * self.padding_fraction:.3f}% of {self.capacity:,} token slots",
             f"tokens            {self.tokens:,} packed, {self.dropped_tokens:,} dropped "
             f"({100 * self.drop_fraction:.1f}% of {self.source_tokens:,})",
-            f"wait in packer    mean {self.mean_wait:.1f}, max {self.max_wait} arrivals",
+            f"packer delay      an example stays in the packer while {self.mean_wait:.0f} others arrive, on average "
+            f"(at most {self.max_wait})",
         ]
         if self.texts:
             lines.append(f"texts             {self.texts:,} tokenized, {self.truncated_texts:,} cut to text_len")

@@ -17,8 +17,7 @@ from . import checks, flags, options
 __all__ = ["add_arguments", "config_from_args", "run"]
 
 #: shared flags preprocessing has no use for (it runs processes, not decode threads; reads local shards)
-_UNUSED = ("--batch-size", "--decode-threads", "--image-column", "--remote-retries", "--follow-outside-links",
-           "--text-field", "--num-classes", "--errors", "--packed-shards")
+_UNUSED = ("--batch-size", "--decode-threads", "--num-classes", "--errors", "--packed-shards")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -41,11 +40,8 @@ def config_from_args(args: argparse.Namespace):
 
     cfg = options.loader_config(args)
     with checks.config_errors(options.in_user_words):
-        return PreprocessConfig(
-            fit=cfg.fit, image=cfg.image, video=cfg.video, seed=cfg.seed, label_field=cfg.label_field,
-            fields=cfg.fields, field_max_bytes=cfg.field_max_bytes, text_len=cfg.text_len, packed=args.packed,
-            pack=cfg.pack, drop=cfg.drop if args.packed else type(cfg.drop)(), max_member_bytes=cfg.max_member_bytes,
-        ), cfg
+        return PreprocessConfig.from_loader(cfg, packed=args.packed,
+                                            drop=cfg.drop if args.packed else type(cfg.drop)()), cfg
 
 
 def _records(out: Path, manifest: dict) -> list:

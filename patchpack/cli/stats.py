@@ -49,9 +49,10 @@ class Tally:
     config's errors file) and each batch's delivery time."""
 
     def __init__(self, cfg) -> None:
+        from ..pipeline.wait import DataWait
         from ..stats import PackStats
 
-        self.cfg, self.stats, self.errors, self.waits = cfg, PackStats(), [], []
+        self.cfg, self.stats, self.errors, self.waits = cfg, PackStats(), [], DataWait()
         self.loader = None  # the DataLoader, when the run has workers
 
     def absorb(self, info) -> None:
@@ -83,7 +84,8 @@ def _in_process(urls: list[str], cfg, tally: Tally) -> Iterator[int]:
         tally.absorb(item.info)
         if not item.info.empty:
             now = time.perf_counter()
-            tally.waits.append(now - last)
+            tally.waits.add(now - last)
+            tally.waits.wall += now - last
             yield len(item.rows)
             last = time.perf_counter()
 
@@ -101,17 +103,9 @@ def _with_workers(urls: list[str], cfg, workers: int, tally: Tally) -> Iterator[
 
 
 def _wait(tally: Tally) -> dict:
-    """Batch delivery times: the loader's :class:`~patchpack.loader.wait.DataWait` with workers, else
-    the time each batch took to make here."""
-    if tally.loader is not None:
-        return tally.loader.data_wait.to_dict()
-    import numpy as np
-
-    w = np.asarray(tally.waits, float)
-    wall = float(w.sum())
-    return {"batches": len(w), "waited_s": wall, "mean_s": float(w.mean()) if len(w) else 0.0,
-            "p95_s": float(np.percentile(w, 95)) if len(w) else 0.0, "longest_s": float(w.max()) if len(w) else 0.0,
-            "wall_s": wall, "share": 1.0 if len(w) else 0.0}
+    """Batch delivery times (:class:`~patchpack.pipeline.wait.DataWait`): the loader's with workers,
+    else the time each batch took to make here."""
+    return (tally.loader.data_wait if tally.loader is not None else tally.waits).to_dict()
 
 
 def run(args: argparse.Namespace) -> int:

@@ -5,7 +5,7 @@ from .batch import PackedBatch, collate, cu_seqlens
 from .dataset import PackedDataset, batch_of, dist_info
 from .packed_loader import PackedLoader, make_loader
 from .resume import gather_states
-from .wait import DataWait
+from ..pipeline.wait import DataWait
 
 __all__ = [
     "LoaderConfig", "PackedBatch", "collate", "cu_seqlens", "PackedDataset", "PackedLoader", "make_loader",

@@ -20,7 +20,7 @@ from ..stats import PackStats
 from .batch import PackedBatch
 from .dataset import PackedDataset
 from .resume import STATE_FORMAT, encode_state, plan_resume
-from .wait import DataWait
+from ..pipeline.wait import DataWait
 
 __all__ = ["PackedLoader", "make_loader"]
 
@@ -40,7 +40,7 @@ class PackedLoader(DataLoader):
         stats: :class:`PackStats` merged over every batch received (marker batches included).
         errors: every :class:`ErrorRecord` received.
         source_stats: for a mixture, source name -> :class:`PackStats` (examples and errors).
-        data_wait: how long each ``next()`` blocked (:class:`~patchpack.loader.wait.DataWait`).
+        data_wait: how long each ``next()`` blocked (:class:`~patchpack.pipeline.wait.DataWait`).
     """
 
     def __init__(self, dataset: PackedDataset, *, drop_last: bool = False, **kwargs: Any) -> None:

@@ -47,6 +47,8 @@ class PreprocessConfig:
         max_member_bytes: largest input tar member or folder file read (bytes, checked before
             reading; larger ones are ``oversize-member`` records), as the loader's option.
             Recorded in the manifest only when not the default.
+        image_column, remote_retries, follow_outside_links: how inputs are read, as the loader's
+            options (parquet image column, retries of remote reads, folder links leaving the root).
     """
 
     fit: FitConfig = field(default_factory=FitConfig)
@@ -63,6 +65,9 @@ class PreprocessConfig:
     drop: DropConfig = field(default_factory=DropConfig)
     rows_per_batch: int = 64
     max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES
+    image_column: str | None = None
+    remote_retries: int = 5
+    follow_outside_links: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "fields", (self.fields,) if isinstance(self.fields, str) else tuple(self.fields))
@@ -73,7 +78,8 @@ class PreprocessConfig:
         return LoaderConfig(fit=self.fit, image=self.image, video=self.video, seed=self.seed,
                             label_field=self.label_field, fields=self.fields, field_max_bytes=self.field_max_bytes,
                             max_member_bytes=self.max_member_bytes, training=False, pack=self.pack,
-                            tokenizer=self.tokenizer, text_len=self.text_len)
+                            tokenizer=self.tokenizer, text_len=self.text_len, image_column=self.image_column,
+                            remote_retries=self.remote_retries, follow_outside_links=self.follow_outside_links)
 
     @property
     def tubelet(self) -> int:
@@ -87,6 +93,8 @@ class PreprocessConfig:
             label_field=loader_cfg.label_field, pack=loader_cfg.pack, drop=loader_cfg.drop,
             max_member_bytes=loader_cfg.max_member_bytes, fields=loader_cfg.fields,
             field_max_bytes=loader_cfg.field_max_bytes, tokenizer=loader_cfg.tokenizer, text_len=loader_cfg.text_len,
+            image_column=loader_cfg.image_column, remote_retries=loader_cfg.remote_retries,
+            follow_outside_links=loader_cfg.follow_outside_links,
         )
         kw.update(overrides)
         return cls(**kw)
@@ -99,6 +107,9 @@ class PreprocessConfig:
         d["video"] = dataclasses.asdict(self.video) if dataclasses.is_dataclass(self.video) else self.video
         if self.max_member_bytes == DEFAULT_MAX_MEMBER_BYTES:  # manifests of runs before the option match
             d.pop("max_member_bytes")
+        for name, default in (("image_column", None), ("remote_retries", 5), ("follow_outside_links", False)):
+            if d[name] == default:  # reading options change no stored example unless set
+                d.pop(name)
         if not self.fields:  # manifests of runs without fields match
             for name in ("fields", "field_max_bytes", "tokenizer", "text_len"):
                 d.pop(name)

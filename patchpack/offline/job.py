@@ -143,7 +143,7 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 def _examples(url: str, cfg: PreprocessConfig, errors: list[ErrorRecord]) -> Iterator[tuple[Tokens, int]]:
     """``(tokens, sample index)`` of one shard's good samples, in order; failures go to ``errors``."""
-    for rec in read_shard(url, max_member_bytes=cfg.max_member_bytes):
+    for rec in read_shard(url, options=cfg.loader_config().read_options):
         if isinstance(rec, ErrorRecord):
             errors.append(rec)
             continue

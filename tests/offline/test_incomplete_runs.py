@@ -57,7 +57,7 @@ def test_run_where_no_example_came_through_is_not_complete(tmp_path):
 
 
 def test_cli_reports_a_failing_pipe_in_records_not_a_traceback(tmp_path, capsys):
-    code = cli_main(["preprocess", "pipe:false", "--out", str(tmp_path / "out"), "--quiet",
+    code = cli_main(["preprocess", "pipe:false", "--out", str(tmp_path / "out"), "--no-progress",
                      "--patch-size", "8", "--max-patches", "48"])
     err = capsys.readouterr().err.splitlines()
     assert code == 1

@@ -176,7 +176,7 @@ def test_packed_shards(shards, tmp_path):
 
 def test_cli_preprocess(shards, tmp_path, capsys):
     rc = cli_main(["preprocess", *shards, "--out", str(tmp_path), "--patch-size", str(P), "--max-patches", "48",
-                   "--quiet"])
+                   "--no-progress"])
     assert rc == 0 and "36 examples" in capsys.readouterr().out
     assert read_manifest(tmp_path)["complete"]
 
@@ -185,7 +185,7 @@ def test_sigkill_midway_then_rerun_is_complete(tmp_path):
     urls = _write_shards(tmp_path / "src", shards=8, per_shard=20, seed=5, max_side=200)
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "patchpack.cli", "preprocess", *urls, "--out", str(out), "--workers", "2",
-           "--patch-size", str(P), "--max-patches", "256", "--quiet"]
+           "--patch-size", str(P), "--max-patches", "256", "--no-progress"]
     # the worker of input shard 3 kills the whole run after its 5th example, once a shard is finished
     env = dict(os.environ, PATCHPACK_TEST_KILL_AT="3:5")
     proc = subprocess.run(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

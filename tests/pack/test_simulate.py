@@ -25,7 +25,7 @@ def test_simulate_bfd_beats_next_fit():
 
 def test_cli_json(capsys):
     assert main(["simulate", "--seq-len", "128", "--examples", "2000", "--packer", "first-fit",
-                 "--max-per-seq", "3", "--drop", "beta", "--json"]) == 0
+                 "--max-per-seq", "3", "--drop-kind", "beta", "--max-patches", "128", "--json"]) == 0
     d = json.loads(capsys.readouterr().out)
     for k in ("padding_fraction", "examples", "sequences", "examples_per_sequence", "max_wait"):
         assert k in d
@@ -36,7 +36,7 @@ def test_cli_json(capsys):
 def test_cli_text(capsys):
     assert main(["simulate", "--seq-len", "256", "--examples", "1000"]) == 0
     out = capsys.readouterr().out
-    assert "padding" in out and "offline BFD" in out
+    assert "padding" in out and "offline packing" in out
 
 
 def test_the_simulation_draws_as_the_loader_does():

@@ -55,10 +55,10 @@ def test_preprocess_over_a_damaged_manifest_asks_for_overwrite_in_one_line(run, 
     out = tmp_path / "out"
     out.mkdir()
     (out / MANIFEST).write_text(BAD["deep"])
-    code = main(["preprocess", *urls, "--out", str(out), "--quiet"])
+    code = main(["preprocess", *urls, "--out", str(out), "--no-progress"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "unreadable manifest (RecursionError" in err[0] and "--overwrite" in err[0]
-    assert main(["preprocess", *urls, "--out", str(out), "--quiet", "--overwrite"]) == 0
+    assert main(["preprocess", *urls, "--out", str(out), "--no-progress", "--overwrite"]) == 0
     def keep(m):
         return [(e["output"], e["examples"], e["sha256"]) for e in json.loads(m)["shards"]]
 
