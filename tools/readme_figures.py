@@ -31,6 +31,9 @@ ROWS: dict[str, tuple[str, list[str]]] = {
     "model": ("model, CPU training", [r".*(tokens/s|FLOPs|step time).*\d+(\.\d+)?(x|%).*$"]),
     "memory": ("memory", [r".*ratio.*$"]),
     "interop": ("interop", [r".*\d+(\.\d+)?x.*$"]),
+    "contrastive": ("contrastive two-tower, packed vs padded", [r".*packed.*\d+(\.\d+)?x.*$", r".*chunked.*$"]),
+    "adversary": ("hostile input, case by case", [r"^\d+ cases, \d+ not accounted for.*$"]),
+    "gpu": ("GPU (H100), packed vs padded", [r"^\s+\S+/L\d+/packed-\S+\s.*vs_padded=.*$", r"^\s+run\s.*wait_share=.*$"]),
 }
 
 
