@@ -11,7 +11,7 @@ is read from ``/proc/self/status`` (``VmHWM``) at its end. Cases:
 * ``photos-200``: 200 photos of 3000 x 2000 px (JPEG, ~1-2 MB each);
 * hostile decodes, each next to 4 small JPEGs (the row's note says what became of it):
   ``jpeg-scans`` a 1.2 MB progressive JPEG of 8192 x 8192 px and ~2,000 scans (each a pass of
-  the decoder over the whole image: minutes), ``ico-20000`` an ICO whose directory declares
+  the decoder over the whole image: ~27 s decoded), ``ico-20000`` an ICO whose directory declares
   16 x 16 but which embeds a 20000 x 20000 PNG (decoded by Pillow while opening),
   ``webp-13000`` a 32-byte lossless WebP of 13000 x 13000 px (under ``max_pixels``; decoded
   whole at ~16 bytes a pixel), ``video-16000`` a Matroska MJPEG stream that declares (and
