@@ -88,7 +88,10 @@ def tubeletize(video: np.ndarray, patch_size: int, tubelet: int = 1) -> tuple[np
             f"video shape {video.shape} is not a non-empty multiple of (tubelet={pt}, p={p}, p={p})"
         )
     gt, gh, gw = t // pt, h // p, w // p
-    x = video.reshape(gt, pt, gh, p, gw, p, c).transpose(0, 2, 4, 1, 3, 5, 6)
+    if not video.flags.c_contiguous:
+        video = np.ascontiguousarray(video)
+    # a patch row (p pixels x c channels) stays one contiguous run, so the copy moves p*c bytes at a time
+    x = video.reshape(gt, pt, gh, p, gw, p * c).transpose(0, 2, 4, 1, 3, 5)
     patches = np.ascontiguousarray(x).reshape(gt * gh * gw, pt * p * p * c)
     return patches, grid_positions(gt, gh, gw)
 
