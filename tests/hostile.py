@@ -268,9 +268,9 @@ def _folder_with(root: str | os.PathLike, n_good: int, name: str, make) -> list[
     keys = []
     for i in range(n_good):
         (d / f"{i}.png").write_bytes(ok_image(i))
-        keys.append(f"a/{i}")
+        keys.append(f"a/{i}.png")
     make(d / name)
-    return keys + ["a/" + name.split(".")[0]]
+    return keys + ["a/" + name]  # a folder key is the file's path, extension kept
 
 
 def fifo_folder(root: str | os.PathLike, n_good: int = 2) -> list[str]:
