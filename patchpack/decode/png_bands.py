@@ -54,6 +54,26 @@ def _chunk(kind: bytes, body: bytes) -> bytes:
     return struct.pack(">I", len(body)) + kind + bytes(body) + struct.pack(">I", zlib.crc32(kind + bytes(body)))
 
 
+def _band(raw: bytes, context: bytes | None, w: int, n: int, depth: int, ctype: int, kept: bytes) -> Image.Image:
+    """``n`` filtered rows decoded as a PNG of their own (after the row before them, ``context``, whose
+    pixels the filters of the first row refer to; that row is cut off again)."""
+    head = b"" if context is None else b"\x00" + context
+    band_png = (_SIG + _chunk(b"IHDR", struct.pack(">IIBBBBB", w, n + (context is not None), depth, ctype, 0, 0, 0))
+                + kept + _chunk(b"IDAT", zlib.compress(head + raw, 0)) + _chunk(b"IEND", b""))
+    band = Image.open(io.BytesIO(band_png))
+    band.load()
+    return band if context is None else band.crop((0, 1, w, n + 1))
+
+
+def _reduced(band: Image.Image, k: int, rescale) -> Image.Image:
+    """One decoded band box-reduced by ``k`` (wide modes rescaled to 8 bits, palettes expanded)."""
+    if band.mode.startswith("I;16"):
+        return rescale(band, k) if rescale is not None else band.reduce(k)
+    if band.mode == "P":
+        band = band.convert("RGBA" if "transparency" in band.info else "RGB")
+    return band.reduce(k)
+
+
 def decode_png_reduced(data: bytes, k: int, rescale: Callable[[Image.Image, int], Image.Image] | None = None
                        ) -> Image.Image | None:
     """The PNG ``data`` decoded and box-reduced by ``k`` (see module doc), or ``None`` when this
@@ -93,21 +113,9 @@ def decode_png_reduced(data: bytes, k: int, rescale: Callable[[Image.Image, int]
                 tail = inflate.unconsumed_tail
             raw, pending = bytes(pending), bytearray()
             n = want // (stride + 1)
-            head = b"" if context is None else b"\x00" + context
-            band_png = (_SIG + _chunk(b"IHDR", struct.pack(">IIBBBBB", w, n + (context is not None), depth, ctype,
-                                                         0, 0, 0))
-                        + kept + _chunk(b"IDAT", zlib.compress(head + raw, 0)) + _chunk(b"IEND", b""))
-            band = Image.open(io.BytesIO(band_png))
-            band.load()
-            if context is not None:
-                band = band.crop((0, 1, w, n + 1))
+            band = _band(raw, context, w, n, depth, ctype, kept)
             context = band.crop((0, n - 1, w, n)).tobytes("raw", rawmode)
-            if band.mode.startswith("I;16"):
-                bands.append(rescale(band, k) if rescale is not None else band.reduce(k))
-            else:
-                if band.mode == "P":
-                    band = band.convert("RGBA" if "transparency" in band.info else "RGB")
-                bands.append(band.reduce(k))
+            bands.append(_reduced(band, k, rescale))
             done += n
         for chunk in itertools.chain([tail], idat):  # the rest of the stream must be there and end cleanly
             while chunk and not inflate.eof:

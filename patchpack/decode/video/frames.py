@@ -38,7 +38,7 @@ applied, so frames come out as a player shows them (``plan.size`` is the display
 from __future__ import annotations
 
 from fractions import Fraction
-from typing import Any, Iterator
+from typing import Any, Iterator, NamedTuple
 
 import av
 import numpy as np
@@ -213,6 +213,142 @@ def _cut(rgb: np.ndarray, crop: CropBox, source: Any, hh: int, ww: int) -> np.nd
     return np.asarray(im)
 
 
+class _Targets(NamedTuple):
+    """The decode plan's frames: their timestamps, where to seek for each, how to match them."""
+
+    pts: list[int]
+    seeks: list[int]
+    tolerance: int
+    mode: str
+    gap: int
+    first: int
+    display: tuple
+
+    @classmethod
+    def of(cls, info: dict[str, Any]) -> "_Targets":
+        mode = info.get("index", "packets")
+        tb = Fraction(*info["time_base"])
+        return cls(list(info["pts"]), list(info["seek_pts"]), int(info.get("tolerance", 0)), mode,
+                   int(_SEEK_GAP_S / tb) if mode == "metadata" else 0, int(info.get("first_pts", 0)),
+                   tuple(info.get("display", IDENTITY)))
+
+
+def _converter(plan: Any, cfg: VideoConfig, display: tuple):
+    """``convert(frame) -> rgb [H, W, 3]`` at ``plan.size``, as displayed, cropped when augmented."""
+    hh, ww = plan.size
+    crop = plan.crop  # augmentation crop in displayed source pixels
+    fh, fw = (hh, ww) if crop is None else _crop_frame_size(plan.source_size, crop, hh, ww)
+    sh, sw = (fw, fh) if transposes(display) else (fh, fw)  # decoded (stored) orientation
+    scaler = VideoReformatter()
+
+    def convert(frame: Any) -> np.ndarray:
+        rgb = scaler.reformat(frame, width=sw, height=sh, format="rgb24", interpolation=cfg.interpolation,
+                              threads=1).to_ndarray()
+        rgb = orient(rgb, display) if display != IDENTITY else rgb
+        return rgb if crop is None else _cut(rgb, crop, plan.source_size, hh, ww)
+
+    return convert
+
+
+class _Walk:
+    """The planned frames read through the container in order, seeking forward when a key frame
+    lies between the last decoded frame and the next target (or, in metadata mode, when the gap is
+    long), and back to the start when a seek lands past its target."""
+
+    def __init__(self, container: Any, vs: Any, t: _Targets, key: str) -> None:
+        self.container, self.vs, self.t, self.key = container, vs, t, key
+        self.dec = _Decoder(container, vs, skip_unwanted=t.mode == "packets")
+        self.frames: Iterator[Any] | None = None
+        self.pos: int | None = None  # timestamp (or count) of the last decoded frame
+        self.last = None  # last decoded frame, for sample times past the end (metadata mode)
+        self.just_seeked = False
+        self.seeks = 0
+
+    def _wants_seek(self, i: int, tgt: int) -> bool:
+        ref = self.pos if self.pos is not None else self.t.first
+        if self.t.mode == "packets":
+            return self.t.seeks[i] > ref  # a key frame lies between here and the target
+        return self.t.mode == "metadata" and tgt - ref > self.t.gap
+
+    def _restart(self, seek_to: int | None) -> None:
+        if seek_to is not None:
+            self.container.seek(int(seek_to), stream=self.vs if seek_to else None, backward=True, any_frame=False)
+            self.seeks += 1
+        self.frames = self.dec.frames()
+        self.pos = -1 if self.t.mode == "count" else None
+
+    def _pts(self, frame: Any) -> int:
+        if self.t.mode == "count":
+            return (self.pos if self.pos is not None else -1) + 1
+        fpts = frame.pts if frame.pts is not None else frame.dts
+        return fpts if fpts is not None else (self.pos if self.pos is not None else 0) + 1
+
+    def frame(self, i: int, tgt: int, frame_index: int) -> Any:
+        """The frame at target ``tgt`` (the ``i``-th planned one)."""
+        self.dec.wanted = set(self.t.pts[i:])
+        want_seek = self._wants_seek(i, tgt)
+        if self.frames is None or want_seek:
+            self._restart(self.t.seeks[i] if want_seek else None)
+            self.just_seeked = want_seek
+        tol = self.t.tolerance
+        for frame in self.frames:
+            fpts = self._pts(frame)
+            if self.just_seeked and fpts > tgt + tol:  # the demuxer landed past the target: start over
+                self.just_seeked = False
+                self._restart(0)
+                return self.frame(i, tgt, frame_index)
+            self.just_seeked, self.pos, self.last = False, fpts, frame
+            if fpts >= tgt - tol:
+                return frame
+        if self.t.mode == "metadata" and self.last is not None:
+            return self.last  # the headers promised more frames than there are
+        if self.last is None and self.dec.decoded == 0:
+            raise SampleError("no-frames", "no frame decoded", key=self.key)
+        raise SampleError("corrupt", f"frame {frame_index} did not decode", key=self.key)
+
+
+def _through_container(data: bytes, plan: Any, cfg: VideoConfig, t: _Targets, convert, out: np.ndarray,
+                       key: str) -> tuple[int, int]:
+    """Decode the planned frames through the container into ``out``; ``(frames decoded, seeks)``."""
+    with open_container(data, key) as container:
+        vs = video_stream(container, key)
+        cc = vs.codec_context
+        _threads(cc, cfg, (cc.width or 0) * (cc.height or 0))
+        _limit_frames(cc, cfg)
+        declared = (cc.height or 0, cc.width or 0)
+        walk = _Walk(container, vs, t, key)
+        try:
+            for i, tgt in enumerate(t.pts):
+                if i and tgt == t.pts[i - 1]:
+                    out[i] = out[i - 1]
+                    continue
+                got = walk.frame(i, tgt, plan.frame_indices[i])
+                _check_frame(got, cfg, declared, key)
+                out[i] = convert(got)
+        except (av.error.FFmpegError, ValueError, OSError) as e:  # FFmpeg/swscale failures, not SampleError
+            if _refused_size(e, cc, cfg):
+                raise _too_large(cfg, declared, key) from None
+            kind = "truncated" if is_truncated(data) else "corrupt"
+            raise SampleError(kind, f"decode failed ({e})", key=key) from None
+    return walk.dec.decoded, walk.seeks
+
+
+def _fed(data: bytes, plan: Any, cfg: VideoConfig, convert, out: np.ndarray, key: str) -> dict[str, int] | None:
+    """Decode from the packets the header found in the bytes (no demuxer); ``None`` when the codec
+    wants more than the packets (then the container path runs)."""
+    counts = {"decoded": 0, "seeks": 0}
+    stored = tuple(plan.decode.get("stored_size", plan.source_size))
+    try:
+        _decode_fed(data, plan.decode, cfg, convert, out, stored, key, counts)  # type: ignore[arg-type]
+    except SampleError as e:
+        if e.kind == "too-large":
+            raise
+        return None
+    except (av.error.FFmpegError, ValueError, OSError):
+        return None  # the codec wants more than the packets (or the bytes are bad)
+    return counts
+
+
 def materialize_video(
     data: bytes,
     plan: Any,
@@ -229,114 +365,15 @@ def materialize_video(
     Args:
         stats: if given, ``decoded`` (frames the decoder returned) and ``seeks`` are added to it.
     """
-    info = plan.decode
-    targets: list[int] = info["pts"]
-    seeks: list[int] = info["seek_pts"]
-    tol = int(info.get("tolerance", 0))
-    mode = info.get("index", "packets")
-    tb = Fraction(*info["time_base"])
-    gap = int(_SEEK_GAP_S / tb) if mode == "metadata" else 0
-    first = int(info.get("first_pts", 0))
-    display = tuple(info.get("display", IDENTITY))
+    t = _Targets.of(plan.decode)
     hh, ww = plan.size
-    crop = plan.crop  # augmentation crop in displayed source pixels
-    fh, fw = (hh, ww) if crop is None else _crop_frame_size(plan.source_size, crop, hh, ww)
-    sh, sw = (fw, fh) if transposes(display) else (fh, fw)  # decoded (stored) orientation
-    out = np.empty((len(targets), hh, ww, 3), np.uint8)
-    scaler = VideoReformatter()
-
-    def convert(frame: Any) -> np.ndarray:
-        rgb = scaler.reformat(frame, width=sw, height=sh, format="rgb24", interpolation=cfg.interpolation,
-                              threads=1).to_ndarray()
-        rgb = orient(rgb, display) if display != IDENTITY else rgb
-        return rgb if crop is None else _cut(rgb, crop, plan.source_size, hh, ww)
-
-    if mode == "packets" and "feed" in info:
-        counts = {"decoded": 0, "seeks": 0}
-        stored = tuple(info.get("stored_size", plan.source_size))
-        try:
-            _decode_fed(data, info, cfg, convert, out, stored, key, counts)  # type: ignore[arg-type]
-        except SampleError as e:
-            if e.kind == "too-large":
-                raise
-        except (av.error.FFmpegError, ValueError, OSError):
-            pass  # the codec wants more than the packets (or the bytes are bad): go through the container
-        else:
-            if stats is not None:
-                for name, value in counts.items():
-                    stats[name] = stats.get(name, 0) + value
-            return out
-    seeks_done = 0
-    with open_container(data, key) as container:
-        vs = video_stream(container, key)
-        cc = vs.codec_context
-        _threads(cc, cfg, (cc.width or 0) * (cc.height or 0))
-        _limit_frames(cc, cfg)
-        declared = (cc.height or 0, cc.width or 0)
-        dec = _Decoder(container, vs, skip_unwanted=mode == "packets")
-        frames: Iterator[Any] | None = None
-        pos: int | None = None  # timestamp (or count) of the last decoded frame
-        last = None  # last decoded frame, for sample times past the end (metadata mode)
-        just_seeked = False
-        try:
-            for i, tgt in enumerate(targets):
-                if i and tgt == targets[i - 1]:
-                    out[i] = out[i - 1]
-                    continue
-                dec.wanted = set(targets[i:])
-                ref = pos if pos is not None else first
-                if mode == "packets":
-                    want_seek = seeks[i] > ref  # a key frame lies between here and the target
-                elif mode == "metadata":
-                    want_seek = tgt - ref > gap
-                else:
-                    want_seek = False
-                if frames is None or want_seek:
-                    if want_seek:
-                        container.seek(int(seeks[i]), stream=vs, backward=True, any_frame=False)
-                        seeks_done += 1
-                        just_seeked = True
-                    frames = dec.frames()
-                    pos = -1 if mode == "count" else None
-                got = None
-                while got is None:
-                    frame = next(frames, None)
-                    if frame is None:
-                        break
-                    if mode == "count":
-                        fpts = (pos if pos is not None else -1) + 1
-                    else:
-                        fpts = frame.pts if frame.pts is not None else frame.dts
-                        if fpts is None:
-                            fpts = (pos if pos is not None else 0) + 1
-                    if just_seeked and fpts > tgt + tol:
-                        # the demuxer landed past the target: restart from the beginning
-                        just_seeked = False
-                        container.seek(0, backward=True, any_frame=False)
-                        seeks_done += 1
-                        frames = dec.frames()
-                        pos = None
-                        continue
-                    just_seeked = False
-                    pos = fpts
-                    last = frame
-                    if fpts >= tgt - tol:
-                        got = frame
-                if got is None:
-                    if mode == "metadata" and last is not None:
-                        got = last  # the headers promised more frames than there are
-                    elif last is None and dec.decoded == 0:
-                        raise SampleError("no-frames", "no frame decoded", key=key)
-                    else:
-                        raise SampleError("corrupt", f"frame {plan.frame_indices[i]} did not decode", key=key)
-                _check_frame(got, cfg, declared, key)
-                out[i] = convert(got)
-        except (av.error.FFmpegError, ValueError, OSError) as e:  # FFmpeg/swscale failures, not SampleError
-            if _refused_size(e, cc, cfg):
-                raise _too_large(cfg, declared, key) from None
-            kind = "truncated" if is_truncated(data) else "corrupt"
-            raise SampleError(kind, f"decode failed ({e})", key=key) from None
+    out = np.empty((len(t.pts), hh, ww, 3), np.uint8)
+    convert = _converter(plan, cfg, t.display)
+    counts = _fed(data, plan, cfg, convert, out, key) if t.mode == "packets" and "feed" in plan.decode else None
+    if counts is None:
+        decoded, seeks = _through_container(data, plan, cfg, t, convert, out, key)
+        counts = {"decoded": decoded, "seeks": seeks}
     if stats is not None:
-        stats["decoded"] = stats.get("decoded", 0) + dec.decoded
-        stats["seeks"] = stats.get("seeks", 0) + seeks_done
+        for name, value in counts.items():
+            stats[name] = stats.get(name, 0) + value
     return out
