@@ -62,6 +62,10 @@ def run(args: argparse.Namespace) -> int:
     urls = checks.check_sources(args.urls)  # nothing is written for a path that does not exist
     cfg, loader_cfg = config_from_args(args)
     checks.check_output_folder(args.out, "--out")
+    if cfg.fit.mode != "native":  # said before the run, on every run: it decides what the shards hold
+        print(f"patchpack preprocess: note: --fit-mode {cfg.fit.mode} draws each example's resolution once, for "
+              "epoch 0; the stored shards serve that one resolution in every epoch (raw shards draw a new one "
+              "each epoch). Dropping and packing stay random per epoch.", file=sys.stderr)
     progress = getattr(args, "progress", None)
     try:
         m = preprocess(urls, args.out, cfg, workers=max(args.workers, 1 if args.engine == "ray" else 0),

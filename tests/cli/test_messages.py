@@ -146,3 +146,17 @@ def test_commands_that_need_no_torch_never_import_it(shards, tmp_path):
 def test_mistakes_are_said_before_numpy_loads(shards):
     for argv in (["stats", "/no/such.tar"], ["stats", *shards, "--seq-len", "x"], ["show", *shards, "--frames", "0"]):
         assert _loaded_after(argv) == (2, False, False), argv
+
+
+def test_preprocess_says_a_sampled_fit_is_frozen_at_epoch_0(tmp_path, capsys):
+    from media import make_samples, write_shards
+    from patchpack.cli import main
+
+    urls = write_shards(tmp_path / "src", make_samples(3, sizes=((32, 32),)), per_shard=3)
+    code = main(["preprocess", *urls, "--out", str(tmp_path / "out"), "--no-progress", "--patch-size", "8",
+                 "--max-patches", "16", "--fit-mode", "side-uniform", "--fit-side-min", "16"])
+    err = capsys.readouterr().err
+    assert code == 0 and "draws each example's resolution once, for epoch 0" in err
+    main(["preprocess", *urls, "--out", str(tmp_path / "native"), "--no-progress", "--patch-size", "8",
+          "--max-patches", "16"])
+    assert "epoch 0" not in capsys.readouterr().err
