@@ -27,6 +27,7 @@ COMMANDS = {
                  "pack a synthetic NaViT-like size distribution to choose L, buffer size and max per sequence"),
     "stats": ("patchpack.cli.stats", "run the pipeline over shards without a model and print packing efficiency"),
     "train": ("patchpack.cli.train", "train the reference NaViT (+ TokenLearner) on packed batches"),
+    "eval": ("patchpack.cli.eval", "evaluate a trained run at several patch budgets (NaViT's flexible inference)"),
     "preprocess": ("patchpack.cli.preprocess", "turn webdataset shards into patchpack Arrow shards"),
     "show": ("patchpack.cli.show", "draw packed sequences as a picture"),
     "config": ("patchpack.cli.config", "print the effective loader config (every option) as TOML or YAML"),

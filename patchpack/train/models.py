@@ -1,10 +1,12 @@
-"""The model registry for training: :func:`register_model` / :func:`build_model` (NaViT registered).
+"""The model registry for training: :func:`register_model` / :func:`build_model` (NaViT and the
+two-tower model registered).
 
 A model is registered with a name, its config class and a builder ``build(config) ->
 torch.nn.Module``. :func:`build_model` picks the entry whose config class matches the
 config it is given; the model's ``loss(logits, labels, label_smoothing)`` static method is
-used when it has one, else cross-entropy ignoring label -1. The model's ``forward`` takes
-a :class:`~patchpack.loader.batch.PackedBatch` and returns per-slot logits ``[B, E, classes]``.
+used when it has one, else cross-entropy ignoring label -1. A classifier's ``forward`` takes
+a :class:`~patchpack.loader.batch.PackedBatch` and returns per-slot logits ``[B, E, classes]``;
+a contrastive model's returns a :class:`~patchpack.model.contrastive.ContrastiveOutput`.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import torch.nn.functional as F
 
 from ..registry import Registry
 
-__all__ = ["MODELS", "ModelEntry", "register_model", "build_model", "model_config", "model_loss"]
+__all__ = ["MODELS", "ModelEntry", "register_model", "build_model", "model_config", "model_loss", "model_name"]
 
 
 class ModelEntry(NamedTuple):
@@ -45,17 +47,22 @@ def register_model(name: str, config_cls: type, build: Callable[[Any], torch.nn.
     MODELS.register(name, ModelEntry(config_cls, build or _build_method), override=override)
 
 
-def _entry_for(config: Any) -> ModelEntry:
+def _found(config: Any) -> tuple[str, ModelEntry]:
     found = MODELS.find(lambda e: isinstance(config, e.config_cls))
     if found is None:
         raise TypeError(f"no registered model takes a {type(config).__name__}; registered: "
                         f"{', '.join(MODELS.names())} (add one with patchpack.train.register_model)")
-    return found[1]
+    return found
+
+
+def model_name(config: Any) -> str:
+    """The registered name of the model ``config`` describes."""
+    return _found(config)[0]
 
 
 def build_model(config: Any) -> torch.nn.Module:
     """The model a registered config describes."""
-    return _entry_for(config).build(config)
+    return _found(config)[1].build(config)
 
 
 def model_config(name: str, data: dict) -> Any:
@@ -76,8 +83,10 @@ def model_loss(model: torch.nn.Module, logits: torch.Tensor, labels: torch.Tenso
 
 def _register_builtin() -> None:
     from ..model import NaViT, NaViTConfig
+    from ..model.contrastive import TwoTower, TwoTowerConfig
 
     register_model("navit", NaViTConfig, NaViT)
+    register_model("two-tower", TwoTowerConfig, TwoTower)
 
 
 _register_builtin()

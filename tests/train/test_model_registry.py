@@ -62,6 +62,6 @@ def test_a_registered_model_trains_with_the_loop():
         cfg = TrainConfig(model=MeanConfig(), model_name="mean", steps=2, warmup_steps=0, device="cpu", log_every=1)
         result = train(cfg, _batches(), log=None)
         assert isinstance(result.model, MeanClassifier) and result.step == 2
-        assert all(np.isfinite(h["loss"]) for h in result.history)
+        assert all(np.isfinite(h.loss) for h in result.history)
     finally:
         MODELS.unregister("mean")
