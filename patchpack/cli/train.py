@@ -42,19 +42,12 @@ def _named(what: str, values: Callable[[], Sequence[str]], extra: Sequence[str] 
     return parse
 
 
-def _posemb(name: str) -> Callable[[], Sequence[str]]:
+def _model_names(module: str, name: str) -> Callable[[], Sequence[str]]:
+    """The names ``patchpack.model.<module>.<name>`` lists, read when asked (the model imports torch)."""
     def values() -> Sequence[str]:
-        from ..model import posemb
+        import importlib
 
-        return getattr(posemb, name)
-    return values
-
-
-def _tl(name: str) -> Callable[[], Sequence[str]]:
-    def values() -> Sequence[str]:
-        from ..model import tokenlearner
-
-        return getattr(tokenlearner, name)
+        return getattr(importlib.import_module(f"patchpack.model.{module}"), name)
     return values
 
 
@@ -98,27 +91,27 @@ def _add_model(p: argparse.ArgumentParser) -> None:
     g.add_argument("--mlp-ratio", metavar="R", type=flags.positive_float, default=4.0, help="MLP width / dim (default 4)")
     g.add_argument("--pool", metavar="HOW", type=_named("pooling", lambda: ("mean", "map")), default=None,
                    help="mean | map (default: mean; map for --task contrastive)")
-    g.add_argument("--posemb", metavar="KIND", type=_named("positional embedding", _posemb("KINDS")), default="learned",
-                   help=f"{_listed(_posemb('KINDS'))} (default learned)")
-    g.add_argument("--posemb-coords", metavar="COORDS", type=_named("posemb coords", _posemb("COORDS")), default="absolute",
-                   help=f"{_listed(_posemb('COORDS'))}: the patch index or p / side (NaViT 2.1) (default absolute)")
-    g.add_argument("--posemb-combine", metavar="HOW", type=_named("posemb combination", _posemb("COMBINES")), default="sum",
-                   help=f"{_listed(_posemb('COMBINES'))}: how the per-axis embeddings combine (default sum)")
+    g.add_argument("--posemb", metavar="KIND", type=_named("positional embedding", _model_names("posemb", "KINDS")), default="learned",
+                   help=f"{_listed(_model_names('posemb', 'KINDS'))} (default learned)")
+    g.add_argument("--posemb-coords", metavar="COORDS", type=_named("posemb coords", _model_names("posemb", "COORDS")), default="absolute",
+                   help=f"{_listed(_model_names('posemb', 'COORDS'))}: the patch index or p / side (NaViT 2.1) (default absolute)")
+    g.add_argument("--posemb-combine", metavar="HOW", type=_named("posemb combination", _model_names("posemb", "COMBINES")), default="sum",
+                   help=f"{_listed(_model_names('posemb', 'COMBINES'))}: how the per-axis embeddings combine (default sum)")
     g.add_argument("--fractional-scale", type=flags.positive_int, default=64, metavar="S",
                    help="fractional coords: rows of the learned table - 1 (default 64)")
     g.add_argument("--attention", metavar="NAME", type=_named("attention backend", _backends, ("auto",)), default="auto",
                    help=f"auto | {_listed(_backends)} (patchpack.model.BACKENDS; default auto: the first that runs)")
     g.add_argument("--token-learner-tokens", type=flags.non_negative_int, default=0, metavar="K",
                    help="TokenLearner: K learned tokens per example (0: off; default 0)")
-    g.add_argument("--token-learner-version", metavar="V", type=_named("TokenLearner version", _tl("VERSIONS")), default="1.1",
-                   help=f"{_listed(_tl('VERSIONS'))}: 1.1 MLP + softmax maps, 1.0 3x3 convs + sigmoid (default 1.1)")
+    g.add_argument("--token-learner-version", metavar="V", type=_named("TokenLearner version", _model_names("tokenlearner", "VERSIONS")), default="1.1",
+                   help=f"{_listed(_model_names('tokenlearner', 'VERSIONS'))}: 1.1 MLP + softmax maps, 1.0 3x3 convs + sigmoid (default 1.1)")
     g.add_argument("--token-learner-at-layer", type=flags.non_negative_int, default=None, metavar="N",
                    help="blocks before the TokenLearner (default half)")
-    g.add_argument("--token-learner-pooling", metavar="HOW", type=_named("TokenLearner pooling", _tl("POOLINGS")), default="sum",
-                   help=f"version 1.0: {_listed(_tl('POOLINGS'))} over each map (default sum)")
+    g.add_argument("--token-learner-pooling", metavar="HOW", type=_named("TokenLearner pooling", _model_names("tokenlearner", "POOLINGS")), default="sum",
+                   help=f"version 1.0: {_listed(_model_names('tokenlearner', 'POOLINGS'))} over each map (default sum)")
     g.add_argument("--token-learner-dropout", metavar="P", type=flags.fraction, default=0.0, help="(default 0)")
-    g.add_argument("--token-fuser", metavar="HOW", type=_named("TokenFuser", _tl("FUSERS")), default="none",
-                   help=f"{_listed(_tl('FUSERS'))} (default none)")
+    g.add_argument("--token-fuser", metavar="HOW", type=_named("TokenFuser", _model_names("tokenlearner", "FUSERS")), default="none",
+                   help=f"{_listed(_model_names('tokenlearner', 'FUSERS'))} (default none)")
     g.add_argument("--learned-slots", type=flags.positive_int, default=None, metavar="N",
                    help="example places per learned row (default: chosen per batch)")
 
