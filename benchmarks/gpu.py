@@ -431,14 +431,14 @@ def loader_training(s: Settings, folder: Path) -> dict:
                       steps=s.train_steps, warmup_steps=max(1, s.train_steps // 10), device=s.device,
                       bf16=s.device != "cpu", log_every=0)
     result = train(cfg, timed, log=None)
-    secs = [h["seconds"] for h in result.history]
+    secs = [h.seconds for h in result.history]
     waits = timed.waits[: len(secs)]
     skip = min(10, len(secs) // 2)  # the first steps include CUDA and worker start-up
     return {"images": s.train_images, "dataset_seconds": made, "steps": len(secs), "workers": s.train_workers,
             "rows": rows, "seq_len": l, "wait_share": sum(waits) / max(1e-9, sum(secs)),
             "wait_share_after_warmup": sum(waits[skip:]) / max(1e-9, sum(secs[skip:])),
             "step_ms_median": 1e3 * float(np.median(secs)),
-            "images_per_s": float(np.mean([h["images_per_s"] for h in result.history[skip:]] or [0]))}
+            "images_per_s": float(np.mean([h.examples_per_s for h in result.history[skip:]] or [0]))}
 
 
 # ----------------------------------------------------------------------------- driver

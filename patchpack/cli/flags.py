@@ -270,6 +270,8 @@ FLAGS: tuple[Flag, ...] = (
        "json:<key>; a trailing ? makes one optional", "labels", name_list, "NAMES"),
     _F("--text-field", "text_field", "the field that fills batch texts (none: the first of --fields)", "labels",
        optional(str), "NAME"),
+    _F("--text-len", "text_len", "T, tokens per text when a tokenizer makes text_ids (longer texts are cut)",
+       "labels", positive_int, "T"),
     _F("--num-classes", "num_classes", "C: give batches multi-hot targets over C classes (none: no targets)",
        "labels", _OPT_INT, "C"),
     # run flags (about the command, not the loader)

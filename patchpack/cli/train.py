@@ -122,7 +122,6 @@ def _add_text(p: argparse.ArgumentParser) -> None:
                    help="sigmoid (SigLIP) | softmax (CLIP) (default sigmoid)")
     g.add_argument("--loss-chunk", type=flags.positive_int, default=None, metavar="N",
                    help="compute the loss in blocks of N rows: same values, memory N x pairs (default: whole)")
-    g.add_argument("--text-len", type=flags.positive_int, default=32, metavar="T", help="tokens per caption (default 32)")
     g.add_argument("--vocab-size", metavar="N", type=flags.positive_int, default=8192, help="tokenizer words at most (default 8192)")
     g.add_argument("--text-dim", metavar="N", type=flags.positive_int, default=None, help="text tower width (default --dim)")
     g.add_argument("--text-depth", metavar="N", type=flags.positive_int, default=2, help="text tower blocks (default 2)")
@@ -241,8 +240,6 @@ def _loader_config(args: argparse.Namespace, urls: list[str]):
     if asked.get("drop__schedule", "none") != "none" and asked.get("drop__schedule_epochs") is None:
         schedule = {"schedule": asked["drop__schedule"]}
         fixed["drop__schedule"] = "none"
-    if args.task == "contrastive":
-        fixed["text_len"] = args.text_len
     cfg = options.loader_config(args, urls, **fixed)
     if args.task == "classify" and cfg.num_classes is not None:
         cfg = replace(cfg, num_classes=None)  # classes count the model's outputs; labels stay integers

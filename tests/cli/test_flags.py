@@ -25,6 +25,11 @@ def _options(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
     return {s: a for a in parser._actions for s in a.option_strings}
 
 
+#: the one idea of a shared flag, given several values: ``eval --max-patches 64,128,256`` evaluates at
+#: each of those patch budgets (the NaViT paper's one model at many resolutions)
+SEVERAL_VALUES = {("eval", "--max-patches")}
+
+
 @pytest.mark.parametrize("command", sorted(COMMANDS))
 def test_each_command_takes_the_shared_flags_from_the_one_table(command):
     """Introspect the parser: a flag named like a shared one is the shared one (same dest, type,
@@ -32,6 +37,9 @@ def test_each_command_takes_the_shared_flags_from_the_one_table(command):
     found = _options(_sub(command))
     for name, action in found.items():
         assert name not in RETIRED, f"{command} still takes {name}"
+        if (command, name) in SEVERAL_VALUES:
+            assert action.metavar == "N,N,..." and "budget" in action.help
+            continue
         if name in {f.name for f in F.FLAGS} or name.removeprefix("--no-") in {f.name[2:] for f in F.FLAGS if f.switch}:
             shared = getattr(action, "shared_flag", None)
             assert shared is not None, f"{command} defines its own {name}; use flags.add_flags"

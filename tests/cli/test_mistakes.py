@@ -163,10 +163,10 @@ def test_train_on_video_without_frames(data, capsys):
     assert code == 2 and "pass --frames N" in one_line(err, "train")
 
 
-def test_train_says_when_it_raises_seq_len(data, capsys):
+def test_train_refuses_a_seq_len_below_the_budget(data, capsys, tmp_path):
     code, _, err = run(capsys, "train", *data["img"], *TINY_MODEL, "--seq-len", "16", "--patch-size", "8",
-                       "--max-patches", "48")
-    assert code == 0 and "note: --seq-len 16 raised to 48" in err
+                       "--max-patches", "48", "--out", str(tmp_path / "run"))
+    assert code == 2 and "--seq-len 16 is below the largest example the fit allows (48 tokens" in one_line(err, "train")
 
 
 # -- configuration traps ------------------------------------------------------------------------------
@@ -245,7 +245,7 @@ BAD_VALUES = [
     ("train", ["--num-classes", "0"], "argument --num-classes: must be an integer >= 1, got 0"),
     ("train", ["--steps", "0"], "argument --steps: must be an integer >= 1"),
     ("train", ["--lr", "-1"], "argument --lr: must be a number > 0"),
-    ("train", ["--heads", "5"], "dim=16 is not divisible by heads=5"),
+    ("train", ["--heads", "5"], "--dim 16 is not divisible by --heads 5"),
     ("train", ["--attention", "bogus"], "unknown attention backend 'bogus'"),
     ("train", ["--posemb", "bogus"], "unknown positional embedding 'bogus'"),
     ("train", ["--device", "gpu7"], "--device 'gpu7'"),
