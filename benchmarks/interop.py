@@ -56,7 +56,7 @@ def example(i: int, grid: tuple[int, int]) -> "patchpack.Tokens":
 
 
 def packed_batches(grids, batch: int, max_per_seq: int) -> list:
-    packer = patchpack.Packer(patchpack.PackConfig(seq_len=BUDGET, buffer_size=64, max_per_seq=max_per_seq))
+    packer = patchpack.make_packer(patchpack.PackConfig(seq_len=BUDGET, buffer_size=64, max_per_seq=max_per_seq))
     rows, out = [], []
     sequences = [s for i, g in enumerate(grids) for s in packer.push(i, g[0] * g[1])] + list(packer.flush())
     for seq in sequences:

@@ -26,7 +26,7 @@ import numpy as np
 from patchpack.drop import DropConfig, drop_rate, keep_count
 from patchpack.fit.image import FitConfig, fit_grid
 from patchpack.pack import PackConfig, pack_offline
-from patchpack.pack.simulate import pack_stream, synthetic_sizes
+from patchpack.pack.simulate import SimConfig, pack_stream, simulated_examples
 
 GOAL_PAD = {(256, False): 0.010, (1024, False): 0.0025}
 GOAL_PAD_DROP = 0.001
@@ -35,7 +35,7 @@ GOAL_SPEED = 250_000
 
 
 def lengths_for(n: int, seq_len: int, beta: bool, seed: int) -> list[int]:
-    g = synthetic_sizes(n, seq_len, seed=seed)
+    g, _ = simulated_examples(SimConfig(examples=n, seq_len=seq_len, seed=seed))  # native fit, no drop
     full = (g[:, 0] * g[:, 1]).tolist()
     if not beta:
         return full

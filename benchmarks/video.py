@@ -3,7 +3,7 @@
 Every path turns the same encoded clip into the same sampled clip (8 frames spread over
 the clip, tubelet 2, at most 256 patches of 16 px per frame, RGB at the fitted size):
 
-* ``patchpack``: header read + fit + frame decode (``read_header``, ``plan_example``,
+* ``patchpack``: header read + fit + frame decode (``read_header``, ``plan_example``, ``decode_plan``,
   ``materialize``), all timed;
 * ``decode-all``: decode every frame and convert each to RGB (what ``read_video``-style
   readers do), keep the sampled ones and resize them;
@@ -145,19 +145,18 @@ def configs():
 
 
 def patchpack_clip(data: bytes, fit, video) -> np.ndarray:
-    from patchpack.decode import materialize, read_header
-    from patchpack.fit import plan_example
+    from patchpack.decode import materialize
+    from patchpack.pipeline.admission import plan_media
 
-    plan = plan_example(read_header(data, "video", video_cfg=video), fit, video)
+    plan = plan_media(data, "video", fit, video=video)
     return materialize(data, plan, video_cfg=video)
 
 
 def baseline_plan(data: bytes, fit, video) -> tuple[list[int], tuple[int, int]]:
     """Untimed: the sampled frames' timestamps and the output size, as patchpack chose them."""
-    from patchpack.decode import read_header
-    from patchpack.fit import plan_example
+    from patchpack.pipeline.admission import plan_media
 
-    plan = plan_example(read_header(data, "video", video_cfg=video), fit, video)
+    plan = plan_media(data, "video", fit, video=video)
     with av.open(io.BytesIO(data)) as c:
         vs = c.streams.video[0]
         pts = sorted(p.pts for p in c.demux(vs) if p.size and p.pts is not None)
