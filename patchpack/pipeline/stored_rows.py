@@ -21,6 +21,7 @@ from typing import Callable, Iterator, Sequence
 from ..config import LoaderConfig
 from ..errors import ErrorKind, ErrorRecord
 from ..sources import ReadOptions, ShardTask
+from ..sources.arrow import bad_row_records
 from ..storage.format import ShardFormatError
 from ..storage.manifest import check_shard
 from ..storage.reader import BadRow, ShardReader, read_shard_metadata
@@ -86,8 +87,7 @@ def read_stored_rows(task: ShardTask, start: int, options: ReadOptions) -> Itera
             if index < start or not task.owns(index):
                 continue
             if isinstance(row, BadRow):
-                yield ErrorRecord(row.key or f"{url}#row{row.row}", url, "source", ErrorKind.BAD_ROW,
-                                  f"row {row.row}: {row.message}")
+                yield from bad_row_records(row, url)
                 continue
             yield StoredRow(row, key=row[0].key if row else f"{url}#row{index}", shard=url, index=index)
     except Exception as exc:  # a record batch Arrow cannot read

@@ -20,7 +20,17 @@ from ..storage.manifest import check_shard
 from ..storage.reader import BadRow, ShardReader
 from .sample import StoredSample
 
-__all__ = ["read_arrow_shard"]
+__all__ = ["read_arrow_shard", "bad_row_records"]
+
+
+def bad_row_records(row: BadRow, url: str) -> list[ErrorRecord]:
+    """One ``bad-row`` record per example a refused row drops: the one at fault with what is
+    wrong, then (a packed row) each of the row's other examples, dropped with it."""
+    first = ErrorRecord(row.key or f"{url}#row{row.row}", url, "source", ErrorKind.BAD_ROW,
+                        f"row {row.row}: {row.message}")
+    return [first] + [ErrorRecord(key, url, "source", ErrorKind.BAD_ROW,
+                                  f"row {row.row}: dropped with its row ({row.key!r} is at fault)")
+                      for key in row.also]
 
 
 def read_arrow_shard(
@@ -38,7 +48,7 @@ def read_arrow_shard(
     problem = check_shard(url, verify)
     if problem is not None:
         if owns(0):
-            yield ErrorRecord(url, url, "source", "checksum", f"shard not used: {problem}")
+            yield ErrorRecord(url, url, "source", ErrorKind.CHECKSUM, f"shard not used: {problem}")
         return
     try:
         reader = ShardReader(url)
@@ -49,16 +59,15 @@ def read_arrow_shard(
     index = 0
     try:
         for row in reader.iter_checked():
-            items = [row] if reader.kind == "examples" or isinstance(row, BadRow) else row
+            items = bad_row_records(row, url) if isinstance(row, BadRow) else [row] if reader.kind == "examples" else row
             for tok in items:
                 if index >= start and owns(index):
-                    if isinstance(tok, BadRow):
-                        yield ErrorRecord(tok.key or f"{url}#row{tok.row}", url, "source", "bad-row",
-                                          f"row {tok.row}: {tok.message}")
+                    if isinstance(tok, ErrorRecord):
+                        yield tok
                     else:
                         yield StoredSample(tok.key, url, {}, index, tok, reader.patch_size, reader.tubelet)
                 index += 1
     except Exception as exc:  # a record batch Arrow cannot read
         if owns(0):
-            yield ErrorRecord(url, url, "source", "shard", f"patchpack shard unreadable after {index} rows: "
+            yield ErrorRecord(url, url, "source", ErrorKind.SHARD, f"patchpack shard unreadable after {index} rows: "
                                                             f"{type(exc).__name__}: {exc}")

@@ -39,11 +39,13 @@ __all__ = [
 class BadRow(NamedTuple):
     """A row that contradicts itself: ``row`` (0-based in the shard; a ``"packed"`` row is one
     sequence, all its slots dropped), ``key`` (the example at fault, else the row's first; ``""``
-    when the batch is unreadable) and what is wrong (``"example j of k: ..."`` in a packed row)."""
+    when the batch is unreadable), what is wrong (``"example j of k: ..."`` in a packed row) and,
+    in a packed row, ``also``: the keys of the row's other examples, dropped with it."""
 
     row: int
     key: str
     message: str
+    also: tuple[str, ...] = ()
 
 
 @dataclass
@@ -254,6 +256,12 @@ class ShardReader:
         """Where in a row a problem is: ``"example j of k: "`` in a packed row."""
         return f"example {j + 1} of {k}: " if self.kind == "packed" else ""
 
+    def _bad(self, c: _Batch, row: int, s: int | None, message: str, s0: int, s1: int) -> BadRow:
+        """Row ``row`` refused for slot ``s`` (``None``: the row has no slots); a packed row
+        names its other slots' keys too."""
+        also = tuple(c.keys[t] for t in range(s0, s1) if t != s) if self.kind == "packed" else ()
+        return BadRow(row, c.keys[s] if s is not None else "", message, also)
+
     def _row(self, c: _Batch, i: int, base: int):
         """Row ``i`` of a checked batch: :class:`Tokens` (packed: a list of them) or a :class:`BadRow`."""
         if c.invalid is not None:
@@ -262,11 +270,11 @@ class ShardReader:
         s0, s1 = c.first[i], c.first[i + 1]
         problem = c.row_problems[i]
         if problem is not None:
-            return BadRow(base + i, c.keys[s0] if s1 > s0 else "", problem)
+            return self._bad(c, base + i, s0 if s1 > s0 else None, problem, s0, s1)
         k = int(np.searchsorted(c.bad, s0)) if len(c.bad) else 0
         if k < len(c.bad) and c.bad[k] < s1:
             s = int(c.bad[k])
-            return BadRow(base + i, c.keys[s], self._where(s - s0, s1 - s0) + c.problems[s])
+            return self._bad(c, base + i, s, self._where(s - s0, s1 - s0) + c.problems[s], s0, s1)
         lengths = c.lengths[s0:s1]
         total = sum(lengths)
         patches = b.tokens.at(i).reshape(total, self.token_dim)
@@ -278,7 +286,7 @@ class ShardReader:
         for s, n in zip(range(s0, s1), lengths):
             tok = self._slot(c, s, patches[o : o + n], positions[o : o + n])
             if isinstance(tok, str):
-                return BadRow(base + i, c.keys[s], self._where(s - s0, s1 - s0) + tok)
+                return self._bad(c, base + i, s, self._where(s - s0, s1 - s0) + tok, s0, s1)
             out.append(tok)
             o += n
         return out if self.kind == "packed" else out[0]

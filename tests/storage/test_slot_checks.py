@@ -146,7 +146,8 @@ def test_tampered_example_rows_in_a_preprocessed_folder_are_records_in_the_loade
     assert sorted((e.key, e.kind) for e in loader.errors) == [(keys[2], "bad-row"), (keys[4], "bad-row")]
 
 
-def test_tampered_packed_rows_in_a_preprocessed_folder_are_records_in_the_loader(tmp_path):
+@pytest.mark.parametrize("packed_shards", ["serve", "repack"])
+def test_tampered_packed_rows_in_a_preprocessed_folder_are_records_in_the_loader(tmp_path, packed_shards):
     from media import make_samples, write_shards
 
     from patchpack.fit import FitConfig
@@ -167,8 +168,9 @@ def test_tampered_packed_rows_in_a_preprocessed_folder_are_records_in_the_loader
     tamper(shard, shard, row, lengths=[0, lengths[row][0] + lengths[row][1], *lengths[row][2:]])
     refresh_manifest(out)
     cfg = LoaderConfig(fit=FitConfig(patch_size=8, max_patches=48), pack=PackConfig(seq_len=64, max_per_seq=6),
-                       batch_size=2)
+                       batch_size=2, packed_shards=packed_shards)
     loader = make_loader(str(out), cfg)
     served = [k for b in loader for ks in b.sample_keys for k in ks]
     assert not set(served) & set(victims) and len(served) + len(victims) == sum(map(len, lengths))
-    assert [(e.key, e.kind) for e in loader.errors] == [(victims[0], "bad-row")]
+    assert [(e.key, e.kind) for e in loader.errors] == [(k, "bad-row") for k in victims]  # each example reported
+    assert "example 1 of" in loader.errors[0].message and "dropped with its row" in loader.errors[1].message
