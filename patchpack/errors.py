@@ -69,7 +69,8 @@ class ErrorKind(str, Enum):
     BAD_NAME = ("bad-name", "member name or key that cannot be used as a key (empty, NUL, over 4096 bytes)")
     META_MEMBER = ("meta-member", "tar member named like webdataset metadata (__name__); not a sample, not read")
     BAD_ROW = ("bad-row", "patchpack shard row inconsistent with itself (token count, grid, positions, labels, "
-               "text fields or token ids, Arrow layout) or with the budget")
+               "text fields or token ids, Arrow layout) or with the budget; a packed row's other examples, dropped "
+               "with it, get one record each")
     FAILED = ("failed", "an exception no stage typed, caught so the stream goes on (type and message in the "
               "record)")
 

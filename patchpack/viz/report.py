@@ -57,6 +57,8 @@ def _integer_y(ax: Axes) -> None:
 
 
 def _plot_cost(ax: Axes, s: PackStats, cost: PackingCost) -> None:
+    from matplotlib.ticker import MaxNLocator
+
     ax.set_title("Token slots needed: packed vs without packing")
     if not s.examples:
         return _no_data(ax, "packed examples")
@@ -69,9 +71,18 @@ def _plot_cost(ax: Axes, s: PackStats, cost: PackingCost) -> None:
     for y, (_, n, slots, _) in zip(ys, rows):
         ax.text(slots, y, f" {cost.times(slots):.1f}x ({n:,} seq.)", va="center", fontsize=9)
     ax.set_xlabel("token slots")
-    ax.xaxis.set_major_formatter(lambda x, _: f"{x:,.0f}")
-    ax.margins(x=0.3)
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=5))
+    ax.xaxis.set_major_formatter(lambda x, _: _compact(x))
+    ax.set_xlim(0, max(slots for _, _, slots, _ in rows) / 0.7)  # room for the longest bar's label
     ax.legend(loc="lower right", fontsize=8, frameon=False)
+
+
+def _compact(x: float) -> str:
+    """A tick label that stays short: 950, 12k, 1.2M, 3G."""
+    for div, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(x) >= div:
+            return f"{x / div:.3g}{unit}"
+    return f"{x:.0f}"
 
 
 def _plot_tokens(ax: Axes, s: PackStats, cost: PackingCost) -> None:

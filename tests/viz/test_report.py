@@ -122,3 +122,34 @@ def test_long_tails_stay_visible_on_log_axes():
         labels = [t.get_text() for t in ax.get_xticklabels()]
         assert len(labels) <= 12  # legible, never a crowd of tick labels
         plt.close(fig)
+
+
+@pytest.mark.parametrize("examples", [300, 2400, 200_000])
+def test_cost_figure_labels_stay_inside_the_figure_and_ticks_do_not_overlap(examples):
+    """Each bar's "N.Nx (S seq.)" label ends inside the figure, and the token-slot tick labels
+    (hundreds of thousands on a real stream) do not run into each other."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from patchpack.config import LoaderConfig
+    from patchpack.viz.summary import PackingCost
+
+    stats = _stats()
+    scale = examples / stats.examples
+    stats.examples, stats.tokens = examples, int(stats.tokens * scale)
+    stats.sequences, stats.capacity = int(stats.sequences * scale), int(stats.sequences * scale) * 256
+    cost = PackingCost.of(stats, LoaderConfig().with_overrides(seq_len=256, max_patches=225))
+    size, (draw,) = FIGURES["cost"]
+    fig, ax = plt.subplots(figsize=size, layout="constrained")
+    draw(ax, stats, cost)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    width = fig.bbox.width
+    labels = [t for t in ax.texts if "seq.)" in t.get_text()]
+    assert len(labels) == 3
+    assert all(t.get_window_extent(renderer).x1 <= width for t in labels), [t.get_text() for t in labels]
+    ticks = sorted((t.get_window_extent(renderer) for t in ax.get_xticklabels() if t.get_text()), key=lambda b: b.x0)
+    assert len(ticks) >= 3 and all(a.x1 < b.x0 for a, b in zip(ticks, ticks[1:]))
+    plt.close(fig)
